@@ -1,0 +1,53 @@
+"""Real Ascend backend: each method is one call into ``torch.npu`` (hardware-only, kept thin)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NPUBackend:
+    device_type = "npu"
+
+    def __init__(self) -> None:
+        import torch
+        import torch_npu  # noqa: F401  (registers torch.npu)
+
+        self._torch = torch
+        self._npu = torch.npu
+
+    def torch_device(self, index: int | None = None) -> Any:
+        return self._torch.device("npu", self.current_device() if index is None else index)
+
+    def device_count(self) -> int:
+        return int(self._npu.device_count())
+
+    def current_device(self) -> int:
+        return int(self._npu.current_device())
+
+    def set_device(self, index: Any) -> None:
+        self._npu.set_device(index)
+
+    def synchronize(self, index: int | None = None) -> None:
+        self._npu.synchronize(index)
+
+    def new_stream(self, *args: Any, **kwargs: Any) -> Any:
+        return self._npu.Stream(*args, **kwargs)
+
+    def new_event(self, *args: Any, **kwargs: Any) -> Any:
+        return self._npu.Event(*args, **kwargs)
+
+    def current_stream(self, index: int | None = None) -> Any:
+        return self._npu.current_stream(index)
+
+    def stream_context(self, s: Any) -> Any:
+        return self._npu.stream(s)
+
+    def mem_get_info(self, index: int | None = None) -> tuple[int, int]:
+        free, total = self._npu.mem_get_info(index)
+        return int(free), int(total)
+
+    def empty_cache(self) -> None:
+        self._npu.empty_cache()
+
+    def manual_seed_all(self, seed: int) -> None:
+        self._npu.manual_seed_all(seed)

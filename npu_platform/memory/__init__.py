@@ -1,0 +1,1 @@
+"""Sleep/wake memory manager: a hardware-agnostic core over small device drivers."""

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Build .venv reproducibly from constraints.txt. Idempotent: a second run only checks the
+# stamp and returns in seconds. Safe on a fresh machine with no NPU and no CANN.
+#
+#   scripts/setup.sh            # create or refresh .venv
+#   NPU_PLATFORM_SETUP_FORCE=1 scripts/setup.sh   # reinstall everything
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+CACHE="$ROOT/.cache"
+TORCH_NPU_VERSION=2.13.0
+
+pick_python() {
+  if [ -n "${PYTHON:-}" ]; then echo "$PYTHON"; return; fi
+  # torch 2.13.0's CPU build is provided for CPython 3.11 on these machines; prefer it.
+  for cand in python3.11 python3.12 python3.10 python3; do
+    if command -v "$cand" >/dev/null 2>&1; then echo "$cand"; return; fi
+  done
+  echo "setup.sh: no python3 found; install Python 3.10-3.12 or set PYTHON" >&2
+  exit 1
+}
+
+stamp_of() {
+  cat constraints.txt scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1
+}
+
+STAMP_FILE="$VENV/.npu-platform-setup"
+want=$(stamp_of)
+if [ "${NPU_PLATFORM_SETUP_FORCE:-0}" != "1" ] && [ -f "$STAMP_FILE" ] \
+   && [ "$(cat "$STAMP_FILE")" = "$want" ] && "$VENV/bin/python" -c "import npu_platform" 2>/dev/null; then
+  echo "setup.sh: .venv is up to date"
+  exit 0
+fi
+
+PY=$(pick_python)
+"$PY" - <<'PYCHECK'
+import sys
+if not ((3, 10) <= sys.version_info[:2] <= (3, 12)):
+    raise SystemExit(f"setup.sh: Python 3.10-3.12 is required, {sys.version.split()[0]} found")
+PYCHECK
+
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+export PIP_PROGRESS_BAR=off
+
+echo "setup.sh: installing torch, vLLM and test tools (pinned by constraints.txt)"
+"${PIP[@]}" install -q -c constraints.txt torch==2.13.0 vllm==0.32.0 \
+  pytest hypothesis ruff psutil 2>&1 | grep -v "is ignored: it is neither" || true
+
+# sglang pins a CUDA torch and CUDA-only packages; take it without them, plus the pure-Python
+# packages that `import sglang`, server_args, platforms and the memory-saver adapter need.
+echo "setup.sh: installing sglang without its CUDA dependencies"
+"${PIP[@]}" install -q -c constraints.txt --no-deps sglang==0.5.23 2>&1 | grep -v "is ignored: it is neither" || true
+"${PIP[@]}" install -q -c constraints.txt orjson ipython 2>&1 | grep -v "is ignored: it is neither" || true
+
+# vLLM pulls CUDA builds of these; they fail to load next to CPU torch.
+"${PIP[@]}" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+
+# torch_npu's data files (op schemas, ACL headers) without installing torch_npu: installing
+# it without CANN makes `import torch` fail through autoload.
+echo "setup.sh: unpacking torch-npu $TORCH_NPU_VERSION data files"
+mkdir -p "$CACHE/wheels"
+whl=$(ls "$CACHE"/wheels/torch_npu-"$TORCH_NPU_VERSION"-*.whl 2>/dev/null | head -n1 || true)
+if [ -z "$whl" ]; then
+  "${PIP[@]}" download -q --no-deps -d "$CACHE/wheels" "torch-npu==$TORCH_NPU_VERSION" 2>&1 \
+    | grep -v "is ignored: it is neither" || true
+  whl=$(ls "$CACHE"/wheels/torch_npu-"$TORCH_NPU_VERSION"-*.whl | head -n1)
+fi
+"$VENV/bin/python" - "$whl" "$VENV/share/npu_platform" <<'PYUNPACK'
+import sys, zipfile, shutil, os
+wheel, dest = sys.argv[1], sys.argv[2]
+wanted = (
+    "torch_npu/csrc/aten/npu_native_functions_by_codegen.yaml",
+    "torch_npu/_op_plugin_docs.py",
+    "torch_npu/op_plugin/meta/_meta_registrations.py",
+    "torch_npu/include/acl/",
+    "torch_npu/include/torch_npu/csrc/npu/NPUPluggableAllocator.h",
+)
+shutil.rmtree(os.path.join(dest, "torch_npu"), ignore_errors=True)
+with zipfile.ZipFile(wheel) as zf:
+    members = [n for n in zf.namelist() if n.startswith(wanted)]
+    zf.extractall(dest, members)
+print(f"setup.sh: {len(members)} torch_npu data files in {dest}/torch_npu")
+PYUNPACK
+
+echo "setup.sh: installing npu-platform (editable)"
+"${PIP[@]}" install -q -c constraints.txt --no-deps -e . 2>&1 | grep -v "is ignored: it is neither" || true
+"$VENV/bin/python" -c "import npu_platform, vllm, sglang, torch; print('setup.sh: ok, torch', torch.__version__)"
+echo "$want" > "$STAMP_FILE"
