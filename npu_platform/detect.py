@@ -74,6 +74,18 @@ def _torch_npu_installed() -> bool:
         return False
 
 
+def _describe(exc: BaseException) -> str:
+    """The exception and its causes: torch wraps autoload failures in a generic RuntimeError."""
+    parts = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    return " <- caused by ".join(parts)
+
+
 def _probe_real() -> Detection:
     missing = [lib for lib, where in cann.find_cann().items() if where is None]
     if missing and "torch_npu" not in sys.modules:
@@ -97,8 +109,7 @@ def _probe_real() -> Detection:
     except Exception as exc:  # a broken stack must not crash detection
         return Detection(
             Target.NONE,
-            f"torch_npu is installed but importing it failed ({type(exc).__name__}: {exc}). "
-            f"{_AUTOLOAD_FIX}",
+            f"torch_npu is installed but importing it failed ({_describe(exc)}). {_AUTOLOAD_FIX}",
         )
     if count < 1:
         return Detection(

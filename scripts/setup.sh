@@ -43,19 +43,28 @@ PYCHECK
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 export PIP_PROGRESS_BAR=off
+LOG="$VENV/setup-pip.log"
+
+# Run pip quietly; on failure show its output (minus this machine's index-location noise) and stop.
+pip_q() {
+  if ! "${PIP[@]}" "$@" >"$LOG" 2>&1; then
+    grep -v "is ignored: it is neither" "$LOG" >&2 || true
+    echo "setup.sh: pip $* failed" >&2
+    exit 1
+  fi
+}
 
 echo "setup.sh: installing torch, vLLM and test tools (pinned by constraints.txt)"
-"${PIP[@]}" install -q -c constraints.txt torch==2.13.0 vllm==0.32.0 \
-  pytest hypothesis ruff psutil 2>&1 | grep -v "is ignored: it is neither" || true
+pip_q install -q -c constraints.txt torch==2.13.0 vllm==0.32.0 pytest hypothesis ruff psutil
 
 # sglang pins a CUDA torch and CUDA-only packages; take it without them, plus the pure-Python
 # packages that `import sglang`, server_args, platforms and the memory-saver adapter need.
 echo "setup.sh: installing sglang without its CUDA dependencies"
-"${PIP[@]}" install -q -c constraints.txt --no-deps sglang==0.5.23 2>&1 | grep -v "is ignored: it is neither" || true
-"${PIP[@]}" install -q -c constraints.txt orjson ipython 2>&1 | grep -v "is ignored: it is neither" || true
+pip_q install -q -c constraints.txt --no-deps sglang==0.5.23
+pip_q install -q -c constraints.txt orjson ipython
 
 # vLLM pulls CUDA builds of these; they fail to load next to CPU torch.
-"${PIP[@]}" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+pip_q uninstall -y -q torchvision torchaudio torchcodec
 
 # torch_npu's data files (op schemas, ACL headers) without installing torch_npu: installing
 # it without CANN makes `import torch` fail through autoload.
@@ -63,8 +72,7 @@ echo "setup.sh: unpacking torch-npu $TORCH_NPU_VERSION data files"
 mkdir -p "$CACHE/wheels"
 whl=$(ls "$CACHE"/wheels/torch_npu-"$TORCH_NPU_VERSION"-*.whl 2>/dev/null | head -n1 || true)
 if [ -z "$whl" ]; then
-  "${PIP[@]}" download -q --no-deps -d "$CACHE/wheels" "torch-npu==$TORCH_NPU_VERSION" 2>&1 \
-    | grep -v "is ignored: it is neither" || true
+  pip_q download -q --no-deps -d "$CACHE/wheels" "torch-npu==$TORCH_NPU_VERSION"
   whl=$(ls "$CACHE"/wheels/torch_npu-"$TORCH_NPU_VERSION"-*.whl | head -n1)
 fi
 "$VENV/bin/python" - "$whl" "$VENV/share/npu_platform" <<'PYUNPACK'
@@ -85,6 +93,7 @@ print(f"setup.sh: {len(members)} torch_npu data files in {dest}/torch_npu")
 PYUNPACK
 
 echo "setup.sh: installing npu-platform (editable)"
-"${PIP[@]}" install -q -c constraints.txt --no-deps -e . 2>&1 | grep -v "is ignored: it is neither" || true
-"$VENV/bin/python" -c "import npu_platform, vllm, sglang, torch; print('setup.sh: ok, torch', torch.__version__)"
+pip_q install -q -c constraints.txt --no-deps -e .
+# Check from outside the checkout, so the import goes through the installed package.
+(cd / && "$VENV/bin/python" -c "import npu_platform, vllm, sglang, torch; print('setup.sh: ok, torch', torch.__version__)")
 echo "$want" > "$STAMP_FILE"
