@@ -89,7 +89,8 @@ def _describe(exc: BaseException) -> str:
 def _probe_real() -> Detection:
     missing = [lib for lib, where in cann.find_cann().items() if where is None]
     if missing and "torch_npu" not in sys.modules:
-        autoload_on = os.environ.get("TORCH_DEVICE_BACKEND_AUTOLOAD", "1") != "0"
+        # torch autoloads device backends only when this is exactly "1" (its default).
+        autoload_on = os.environ.get("TORCH_DEVICE_BACKEND_AUTOLOAD", "1") == "1"
         trap = (
             " Because torch autoloads torch_npu, `import torch` itself fails in this environment."
             if autoload_on
