@@ -33,7 +33,7 @@ class Driver(Protocol):
         """Size and alignment unit of physical allocations and mappings, in bytes."""
 
     def reserve(self, size: int, device: int) -> int:
-        """Reserve ``size`` bytes (a granularity multiple) of virtual addresses; return the start."""
+        """Reserve ``size`` bytes (a granularity multiple) of addresses; return the start."""
 
     def release(self, va: int, size: int) -> None:
         """Give back a reserved range; everything in it must be unmapped first."""
