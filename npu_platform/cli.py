@@ -20,6 +20,20 @@ def _doctor(args: argparse.Namespace) -> int:
     return doctor.main(as_json=args.json)
 
 
+def _conformance(args: argparse.Namespace) -> int:
+    from npu_platform import conformance
+
+    groups = args.only.split(",") if args.only else conformance.GROUPS
+    unknown = sorted(set(groups) - set(conformance.GROUPS))
+    if unknown:
+        print(
+            f"npu-platform conformance: unknown group(s) {', '.join(unknown)}; "
+            f"choose from {', '.join(conformance.GROUPS)}"
+        )
+        return 2
+    return conformance.main(groups, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="npu-platform",
@@ -42,6 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object instead of the text report"
     )
     doctor.set_defaults(handler=_doctor)
+
+    conformance = commands.add_parser(
+        "conformance",
+        help="run the plugin's conformance checks against the installed stack",
+        description=(
+            "Check entry points, the vLLM platform and attention contracts, custom ops, the "
+            "memory manager's pause/resume semantics and the sglang wiring on this machine's "
+            "NPU (real, or emulated with NPU_PLATFORM_EMULATE=1). Exit status 1 on any failure."
+        ),
+    )
+    conformance.add_argument("--json", action="store_true", help="print one JSON object")
+    conformance.add_argument(
+        "--only", metavar="GROUPS", help="comma-separated groups: memory,vllm,sglang"
+    )
+    conformance.set_defaults(handler=_conformance)
     return parser
 
 

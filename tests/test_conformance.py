@@ -1,0 +1,46 @@
+"""``npu-platform conformance`` as a user runs it: a child process, JSON out, exit status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.fakedist import subprocess_env
+
+
+def conformance(*args: str, **environ: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "npu_platform", "conformance", *args],
+        env=subprocess_env(**environ),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+def test_memory_group_passes_on_the_emulated_npu():
+    run = conformance("--json", "--only", "memory", NPU_PLATFORM_EMULATE="1")
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert run.returncode == 0, report
+    assert report["ok"] is True
+    assert report["detect"]["target"] == "emulated"
+    names = {check["name"]: check["status"] for check in report["checks"]}
+    assert names["pause(tag) pauses only that tag"] == "pass"
+    assert names["CPU backup restores the contents"] == "pass"
+    assert names["resume keeps the addresses"] == "pass"
+    assert all(status == "pass" for status in names.values())
+
+
+def test_without_an_npu_it_fails_and_says_why():
+    run = conformance("--only", "memory")
+    assert run.returncode == 1
+    assert "conformance needs an NPU, real or emulated" in run.stdout
+    assert "NPU_PLATFORM_EMULATE=1" in run.stdout
+
+
+def test_unknown_group_is_a_usage_error():
+    run = conformance("--only", "memory,tensorflow", NPU_PLATFORM_EMULATE="1")
+    assert run.returncode == 2
+    assert "unknown group(s) tensorflow" in run.stdout
