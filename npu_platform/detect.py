@@ -57,6 +57,7 @@ class Detection:
 
 _lock = threading.Lock()
 _cached: Detection | None = None
+_deciding = False
 
 _AUTOLOAD_FIX = (
     "Source CANN's set_env.sh (for example /usr/local/Ascend/ascend-toolkit/set_env.sh) so that "
@@ -144,11 +145,24 @@ def detect(*, refresh: bool = False) -> Detection:
     Raises :class:`npu_platform.errors.ConfigError` when an ``NPU_PLATFORM_*`` variable holds
     a bad value.
     """
-    global _cached
+    global _cached, _deciding
     with _lock:
         if _cached is None or refresh:
-            _cached = _decide()
+            _deciding = True
+            try:
+                _cached = _decide()
+            finally:
+                _deciding = False
         return _cached
+
+
+def in_progress() -> bool:
+    """True while a :func:`detect` call is deciding (it may be importing torch_npu).
+
+    Import hooks that run during that import (the start-up patches) must not call
+    :func:`detect` then: the call would wait for itself.
+    """
+    return _deciding
 
 
 def is_npu() -> bool:

@@ -74,6 +74,20 @@ VARIABLES: dict[str, Variable] = {
             "Folder holding torch_npu's data files (the op schema YAML and the ACL headers), "
             "for machines where torch_npu is not installed.",
         ),
+        Variable(
+            "NPU_PLATFORM_PATCHES",
+            "bool",
+            True,
+            "Start-up patches for unmodified CUDA programs (dInfer): on by default, acting only "
+            "on a real or emulated NPU; 0 turns them off in every process.",
+        ),
+        Variable(
+            "NPU_PLATFORM_PATCH_ONLY",
+            "list",
+            None,
+            "Apply only these start-up patches (default: all).",
+            choices=("cuda", "distributed", "flash_attn", "torch_memory_saver"),
+        ),
     )
 }
 

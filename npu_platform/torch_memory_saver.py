@@ -29,10 +29,14 @@ Same names and semantics as upstream, with these differences:
 * Getters exist for ``hook_mode`` and ``memory_margin_bytes`` (upstream: set-only).
 
 How torch allocations reach the manager is an *allocator route*
-(:class:`AllocatorRoute`): on a device it is a pluggable allocator plus one memory pool
-per (tag, backup, device); in emulation the route only sets thread-local region state
-that a CPU allocator hook consults. Until such a hook is installed, memory in emulation
-comes from :meth:`TorchMemorySaver.empty` (an npu_platform extension).
+(:class:`AllocatorRoute`, installed per driver by
+:func:`npu_platform.memory.torch_route.default_route`): on a device (Ascend, CUDA) it is a
+pluggable allocator (the package's C shim) plus one memory pool per (tag, backup, device);
+in emulation it is a hook in c10's CPU allocator, compiled with ``g++`` on first use of
+``region()``, that sends the CPU allocations of threads inside a region to the manager, so
+``torch.empty(...)`` in a region is pausable there too (each allocation rounded up to the
+2 MiB granularity). :meth:`TorchMemorySaver.empty` (an npu_platform extension) also
+allocates manager memory directly.
 
 Importing this module does not import torch; the first call that needs it does.
 """
@@ -84,7 +88,7 @@ class AllocatorRoute(Protocol):
 
 
 class ThreadStateRoute:
-    """Emulation: regions only set the manager's thread-local state (no torch pools)."""
+    """Regions only set the manager's thread-local state (no torch pools, no hook)."""
 
     def region(self, key: PoolKey) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
@@ -162,9 +166,9 @@ class TorchMemorySaver:
                         name,
                     )
             if self._route is None:
-                self._route = (
-                    ThreadStateRoute() if driver.name == "host" else MissingDeviceRoute(driver.name)
-                )
+                from npu_platform.memory.torch_route import default_route
+
+                self._route = default_route(manager)
             self._driver = driver
             self._manager = manager
             return manager
@@ -342,8 +346,8 @@ class TorchMemorySaver:
     def empty(self, shape: int | tuple[int, ...], dtype: torch.dtype | None = None) -> torch.Tensor:
         """npu_platform extension: a tensor in manager memory, tagged by the current region.
 
-        For emulation until a CPU allocator hook routes ``torch.empty`` itself; needs a
-        driver whose memory the CPU can address (the host driver).
+        Needs a driver whose memory the CPU can address (the host driver); does not need the
+        CPU allocator hook (no compiler), which makes ``torch.empty`` in a region the same.
         """
         from npu_platform.memory import tensors
 
@@ -353,7 +357,10 @@ class TorchMemorySaver:
                 "TorchMemorySaver.empty() makes CPU tensors over manager memory and only "
                 "works with the host driver; on a device allocate tensors inside region()"
             )
-        return tensors.empty(manager, shape, dtype, device=self._current_device())
+        # Its scratch torch allocations must not be captured by the CPU hook; the tag and
+        # backup setting of the current region still apply (disable() keeps them).
+        with manager.disable():
+            return tensors.empty(manager, shape, dtype, device=self._current_device())
 
 
 def _check_backup_options(

@@ -22,7 +22,9 @@ pick_python() {
 }
 
 stamp_of() {
-  cat constraints.txt scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1
+  # setup.py and the C shim it compiles: changing them needs the editable install rebuilt.
+  cat constraints.txt scripts/setup.sh pyproject.toml setup.py npu_platform/memory/_alloc_shim.c \
+    | sha256sum | cut -d' ' -f1
 }
 
 STAMP_FILE="$VENV/.npu-platform-setup"

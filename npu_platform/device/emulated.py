@@ -160,6 +160,8 @@ class EmulatedBackend:
             ctypes.CDLL(None).malloc_trim(0)
 
     def manual_seed_all(self, seed: int) -> None:
+        # Seed the CPU generator directly: torch.manual_seed() itself calls
+        # torch.cuda.manual_seed_all, which the start-up patches route back here.
         import torch
 
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)

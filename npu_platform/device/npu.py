@@ -10,9 +10,10 @@ class NPUBackend:
 
     def __init__(self) -> None:
         import torch
-        import torch_npu  # noqa: F401  (registers torch.npu)
+        import torch_npu  # registers torch.npu
 
         self._torch = torch
+        self._torch_npu = torch_npu
         self._npu = torch.npu
 
     def torch_device(self, index: int | None = None) -> Any:
@@ -51,3 +52,18 @@ class NPUBackend:
 
     def manual_seed_all(self, seed: int) -> None:
         self._npu.manual_seed_all(seed)
+
+    # Memory pools over a pluggable allocator (npu_platform.memory.torch_route).
+    def pluggable_allocator(self, path: str, alloc_fn_name: str, free_fn_name: str) -> Any:
+        return self._torch_npu.npu.memory.NPUPluggableAllocator(path, alloc_fn_name, free_fn_name)
+
+    def mem_pool(self, allocator: Any = None) -> Any:
+        return self._npu.MemPool(allocator=allocator)
+
+    def use_mem_pool(self, pool: Any, index: int | None = None) -> Any:
+        return self._npu.use_mem_pool(pool, index)
+
+    def hccl_process_group_class(self) -> Any:
+        from torch_npu._C._distributed_c10d import ProcessGroupHCCL
+
+        return ProcessGroupHCCL

@@ -1,0 +1,20 @@
+"""What the ``sglang.srt.plugins`` general plugin does on an NPU (real or emulated).
+
+sglang's ``load_plugins()`` calls the entry point once per process (engine, scheduler,
+detokenizer, DP controller), then applies every hook registered on ``HookRegistry``. We:
+
+* install the ``torch_memory_saver`` redirect (idempotent: the platform entry point has
+  usually done it already; this also covers the emulated NPU, where sglang's platform
+  is not ours);
+* register the AROUND hook that lets the NPU graph backend call the adapter's
+  ``cuda_graph`` with the graph positionally and ``auto_dispatch_capture=True``.
+"""
+
+from __future__ import annotations
+
+from npu_platform.sglang import memory_saver
+
+
+def register_all() -> None:
+    memory_saver.install()
+    memory_saver.register_hooks()

@@ -1,0 +1,383 @@
+"""Scenarios the vLLM tests run in a fresh interpreter, one per subprocess.
+
+vLLM keeps process-wide state (its resolved platform, the custom-op registry, the global
+config) and the emulated NPU patches ``torch.accelerator`` for the worker's benefit, so the
+end-to-end tests start vLLM in a subprocess (``python tests/vllm_scenarios.py SCENARIO
+ARGS``) and read one JSON object from the line marked ``SCENARIO-RESULT``. vLLM itself runs
+in-process there (``VLLM_ENABLE_V1_MULTIPROCESSING=0``).
+
+Scenario ``generate``: build a tiny model, run HF greedy ``generate`` per prompt as the
+reference, run ``LLM.generate`` through the plugin on the emulated NPU (all prompts in one
+batch), optionally a second pass whose prompts extend the first pass's (prefix-cache hits),
+optionally a traced single-prompt pass recording the order of attention metadata builds and
+torch_npu op calls, and report everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+#: Marks the result line on stdout (vLLM's worker processes log to stdout as well).
+RESULT_PREFIX = "SCENARIO-RESULT "
+sys.path.insert(0, str(HERE))
+
+
+def scenario_env(emulate: bool = True, **extra: str) -> dict[str, str]:
+    """A clean environment for a scenario subprocess.
+
+    Our own and vLLM's variables from the calling environment are dropped, so the start-up
+    patches run at their default (on, whenever the NPU is real or emulated), as users get
+    them.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NPU_PLATFORM_", "VLLM_")) and k != "ASCEND_RT_VISIBLE_DEVICES"
+    }
+    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    if emulate:
+        env["NPU_PLATFORM_EMULATE"] = "1"
+    env.update(extra)
+    return env
+
+
+def run(scenario: str, *args: str, env: dict[str, str] | None = None, timeout: int = 900) -> dict:
+    """Run ``scenario`` in a fresh interpreter and return its JSON result."""
+    import subprocess
+
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), scenario, *args],
+        check=False,
+        env=scenario_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if proc.returncode != 0 or not lines:
+        raise AssertionError(
+            f"scenario {scenario} {' '.join(args)} failed (exit {proc.returncode}):\n"
+            f"{proc.stderr[-6000:]}"
+        )
+    return json.loads(lines[-1][len(RESULT_PREFIX) :])
+
+
+def _tokenizer(model_dir: Path):
+    from transformers import PreTrainedTokenizerFast
+
+    # Straight from tokenizer.json: transformers maps some model types (qwen2) to their
+    # own tokenizer classes, which cannot read a word-level tokenizer.
+    return PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+
+
+def hf_greedy(model_dir: Path, prompts: list[list[int]], new_tokens: int, dtype: str):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+    out = []
+    for ids in prompts:
+        inputs = torch.tensor([ids])
+        gen = model.generate(
+            inputs,
+            attention_mask=torch.ones_like(inputs),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+        )
+        out.append(gen[0, len(ids) :].tolist())
+    return out
+
+
+def hf_margins(model_dir: Path, prompts: list[list[int]], outputs: list[list[int]]):
+    """For each generated token: (float32 max logit) - (logit of the chosen token)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    margins = []
+    with torch.no_grad():
+        for ids, gen in zip(prompts, outputs, strict=True):
+            seq = torch.tensor([ids + gen])
+            logits = model(seq).logits[0, len(ids) - 1 : len(ids) - 1 + len(gen)]
+            logits[:, 2] = float("-inf")  # EOS is masked by min_tokens
+            chosen = logits.gather(1, torch.tensor(gen).unsqueeze(1)).squeeze(1)
+            margins.append((logits.max(dim=1).values - chosen).tolist())
+    return margins
+
+
+class Tracer:
+    """Records attention metadata builds and torch_npu op calls, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.active = False
+
+    def install(self) -> None:
+        from npu_platform import ops
+        from npu_platform.vllm import attention
+
+        original_call = ops._call
+        original_build = attention.NPUAttentionMetadataBuilder.build
+        tracer = self
+
+        def call(op, *args, **kwargs):
+            if tracer.active:
+                tracer.events.append(op)
+            return original_call(op, *args, **kwargs)
+
+        def build(self, *args, **kwargs):
+            if tracer.active:
+                tracer.events.append("BUILD")
+            return original_build(self, *args, **kwargs)
+
+        ops._call = call
+        attention.NPUAttentionMetadataBuilder.build = build
+
+
+def generate(args: argparse.Namespace) -> dict:
+    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    import tiny_models
+
+    model_dir = Path(args.workdir) / args.kind
+    if not (model_dir / "config.json").exists():
+        tiny_models.build_model(args.kind, model_dir, seed=args.seed)
+    tok = _tokenizer(model_dir)
+    texts = tiny_models.prompts(args.num_prompts, seed=args.seed)
+    prompts = [tok(t).input_ids for t in texts]
+    result: dict = {"prompt_lens": [len(p) for p in prompts]}
+
+    second: list[list[int]] = []
+    if args.prefix_pass:
+        # Each second-pass prompt is a first-pass prompt plus new words: its first blocks
+        # are in the prefix cache by then.
+        extra = [tok(t).input_ids for t in tiny_models.prompts(args.num_prompts, seed=99)]
+        second = [p + e[: 3 + i] for i, (p, e) in enumerate(zip(prompts, extra, strict=True))]
+
+    if args.reference == "exact":
+        result["ref"] = hf_greedy(model_dir, prompts, args.new_tokens, args.dtype)
+        if second:
+            result["ref_prefix"] = hf_greedy(model_dir, second, args.new_tokens, args.dtype)
+
+    tracer = Tracer()
+    if args.trace:
+        tracer.install()
+
+    from vllm import LLM, SamplingParams
+    from vllm.platforms import current_platform
+
+    kwargs = {}
+    if args.max_num_batched_tokens:
+        kwargs["max_num_batched_tokens"] = args.max_num_batched_tokens
+        kwargs["enable_chunked_prefill"] = True
+    started = time.perf_counter()
+    llm = LLM(
+        model=str(model_dir),
+        dtype=args.dtype,
+        block_size=args.block_size,
+        max_model_len=256,
+        max_num_seqs=args.num_prompts,
+        kv_cache_memory_bytes=16 << 20,
+        enable_prefix_caching=True,
+        seed=args.seed,
+        **kwargs,
+    )
+    result["init_s"] = time.perf_counter() - started
+    result["platform"] = type(current_platform).__name__
+    result["device_type"] = current_platform.device_type
+    params = SamplingParams(temperature=0.0, max_tokens=args.new_tokens, min_tokens=args.new_tokens)
+
+    def run(batch):
+        outs = llm.generate([{"prompt_token_ids": p} for p in batch], params, use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in outs], [o.num_cached_tokens for o in outs]
+
+    started = time.perf_counter()
+    result["got"], result["cached"] = run(prompts)
+    result["generate_s"] = time.perf_counter() - started
+    if second:
+        result["got_prefix"], result["cached_prefix"] = run(second)
+    if args.reference == "margins":
+        result["margins"] = hf_margins(model_dir, prompts, result["got"])
+    if args.trace:
+        from vllm.model_executor.custom_op import op_registry_oot
+
+        trace_prompt = tiny_models.prompts(1, seed=7)[0]
+        tracer.active = True
+        traced, _ = run([tok(trace_prompt).input_ids])
+        tracer.active = False
+        result["trace"] = tracer.events
+        result["trace_new_tokens"] = len(traced[0])
+        result["oot_ops"] = sorted(op_registry_oot)
+    return result
+
+
+def sleep(args: argparse.Namespace) -> dict:
+    """Sleep level 1 and level 2 (with selective wake-up) between identical generations."""
+    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+    import tiny_models
+
+    model_dir = Path(args.workdir) / args.kind
+    if not (model_dir / "config.json").exists():
+        tiny_models.build_model(args.kind, model_dir, seed=args.seed)
+    tok = _tokenizer(model_dir)
+    prompts = [tok(t).input_ids for t in tiny_models.prompts(4, seed=args.seed)]
+
+    from vllm import LLM, SamplingParams
+
+    from npu_platform.vllm import sleep as npu_sleep
+
+    llm = LLM(
+        model=str(model_dir),
+        dtype=args.dtype,
+        block_size=args.block_size,
+        max_model_len=256,
+        kv_cache_memory_bytes=16 << 20,
+        enable_sleep_mode=True,
+        seed=args.seed,
+    )
+    params = SamplingParams(temperature=0.0, max_tokens=16, min_tokens=16)
+
+    def run() -> list[list[int]]:
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in outs]
+
+    result: dict = {"backend": llm.llm_engine.vllm_config.model_config.sleep_mode_backend}
+    result["before"] = run()
+    result["stats_awake"] = npu_sleep.memory_stats()
+    llm.sleep(level=1)
+    result["stats_level1"] = npu_sleep.memory_stats()
+    llm.wake_up()
+    result["after_level1"] = run()
+    llm.sleep(level=2)
+    result["stats_level2"] = npu_sleep.memory_stats()
+    llm.wake_up(tags=["weights"])
+    result["stats_weights_only"] = npu_sleep.memory_stats()
+    llm.wake_up(tags=["kv_cache"])
+    result["after_level2"] = run()
+    return result
+
+
+def tensor_parallel(args: argparse.Namespace) -> dict:
+    """Tensor parallelism 2 on two emulated NPUs (gloo), against HF greedy generate."""
+    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+    os.environ["NPU_PLATFORM_EMULATE_DEVICES"] = "2"
+    import tiny_models
+
+    model_dir = Path(args.workdir) / args.kind
+    if not (model_dir / "config.json").exists():
+        tiny_models.build_model(args.kind, model_dir, seed=args.seed)
+    tok = _tokenizer(model_dir)
+    prompts = [tok(t).input_ids for t in tiny_models.prompts(args.num_prompts, seed=args.seed)]
+    result: dict = {"ref": hf_greedy(model_dir, prompts, args.new_tokens, args.dtype)}
+
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(
+        model=str(model_dir),
+        dtype=args.dtype,
+        block_size=args.block_size,
+        max_model_len=256,
+        kv_cache_memory_bytes=16 << 20,
+        tensor_parallel_size=2,
+        max_num_batched_tokens=32,
+        seed=args.seed,
+    )
+    params = SamplingParams(temperature=0.0, max_tokens=args.new_tokens, min_tokens=args.new_tokens)
+    outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    result["got"] = [list(o.outputs[0].token_ids) for o in outs]
+    return result
+
+
+def plugin(args: argparse.Namespace) -> dict:
+    """The emulated platform's registrations and the engine config it produces."""
+    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+
+    import tiny_models
+    import vllm.platforms as vllm_platforms
+    from npu_platform.entry_points import vllm as entry
+
+    result: dict = {"resolved_by_import": vllm_platforms._current_platform is not None}
+    from vllm.platforms import current_platform
+
+    result["platform"] = type(current_platform).__name__
+    result["device_name"] = current_platform.device_name
+    result["device_type"] = current_platform.device_type
+    result["dist_backend"] = current_platform.dist_backend
+    result["dispatch_key"] = current_platform.dispatch_key
+
+    from vllm.plugins import load_general_plugins
+
+    from npu_platform.vllm import plugin as npu_plugin
+
+    load_general_plugins()
+    for _ in range(5):
+        entry.register()
+    result["registered"] = list(npu_plugin.registered)
+
+    from vllm.device_allocator.sleep_mode_backend import SleepModeBackendFactory
+    from vllm.model_executor.custom_op import op_registry_oot
+    from vllm.v1.attention.backends.registry import AttentionBackendEnum
+
+    result["attention_backend"] = AttentionBackendEnum["NPU_ATTN"].get_path()
+    result["oot_ops"] = {k: f"{v.__module__}.{v.__qualname__}" for k, v in op_registry_oot.items()}
+    result["sleep_backends"] = sorted(SleepModeBackendFactory._registry)
+
+    current_platform.validate_environ(hard_fail=True)
+    result["validate_environ"] = "ok"
+
+    model_dir = Path(args.workdir) / args.kind
+    if not (model_dir / "config.json").exists():
+        tiny_models.build_model(args.kind, model_dir, seed=args.seed)
+    from vllm.engine.arg_utils import EngineArgs
+
+    config = EngineArgs(model=str(model_dir), max_model_len=256).create_engine_config()
+    result["config"] = {
+        "worker_cls": config.parallel_config.worker_cls,
+        "custom_ops": list(config.compilation_config.custom_ops),
+        "compilation_mode": config.compilation_config.mode.name,
+        "cudagraph_mode": config.compilation_config.cudagraph_mode.name,
+        "enforce_eager": config.model_config.enforce_eager,
+        "block_size": config.cache_config.block_size,
+        "device": str(config.device_config.device),
+        "async_scheduling": config.scheduler_config.async_scheduling,
+    }
+    return result
+
+
+SCENARIOS = {
+    "generate": generate,
+    "plugin": plugin,
+    "sleep": sleep,
+    "tensor-parallel": tensor_parallel,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--kind", default="llama")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=0)
+    parser.add_argument("--num-prompts", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prefix-pass", action="store_true")
+    parser.add_argument("--trace", action="store_true")
+    parser.add_argument("--reference", choices=["exact", "margins", "none"], default="exact")
+    args = parser.parse_args()
+    result = SCENARIOS[args.scenario](args)
+    print(RESULT_PREFIX + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
