@@ -59,14 +59,14 @@ def main() -> int:
     _setup_environment()
 
     import torch
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM
 
-    from tests.tiny_models import build_model, prompts
+    from npu_platform.vllm.tiny_model import build_model, load_tokenizer, prompts
 
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory(prefix="npu-platform-bench-") as tmp:
         model_dir = build_model("llama", Path(tmp) / "tiny-llama")
-        tok = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+        tok = load_tokenizer(model_dir)
         batch = [tok(t).input_ids for t in prompts(args.prompts, seed=1)]
         total_new = args.prompts * args.new_tokens
 

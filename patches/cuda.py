@@ -314,6 +314,14 @@ def _apply_emulated() -> str:
     _set(torch.nn.Module, "to_empty", _redirect_kw)
     for name in TENSOR_DEVICE_KW:
         _set(torch.Tensor, name, _redirect_kw)
+    # ``with torch.device("meta"):`` (and set_default_device) recognise factory calls by
+    # identity against a set torch builds, and caches, on first use from the ``torch.*``
+    # names. Build it now, from torch's own functions: built after the wrapping it would hold
+    # the wrappers, the builtins they call would not match, and models meant to be created
+    # on the meta device (transformers' from_pretrained) would get uninitialised CPU buffers.
+    from torch.utils._device import _device_constructors
+
+    _device_constructors()
     for name in FACTORIES:
         if hasattr(torch, name):
             _set(torch, name, _redirect_kw)

@@ -56,7 +56,7 @@ def main() -> int:
     args = parser.parse_args()
 
     target = _prepare_environment()
-    from tests.tiny_models import build_model
+    from npu_platform.vllm.tiny_model import build_model
 
     with tempfile.TemporaryDirectory(prefix="npu-platform-demo-") as tmp:
         model_dir = build_model("llama", Path(tmp) / "tiny-llama")

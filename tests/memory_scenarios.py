@@ -27,6 +27,7 @@ import ctypes
 import logging
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -833,6 +834,10 @@ def scenario_threads_allocate_while_pausing(h: Harness) -> None:
             while not stop.is_set():
                 mgr.pause("b")
                 mgr.resume("b")
+                # Python locks are not fair: a pauser that re-takes the lock at once can
+                # starve the allocator for minutes on a loaded machine. Real callers pause
+                # and resume between steps of work, not back to back.
+                time.sleep(0.001)
         except BaseException as exc:
             errors.append(exc)
 

@@ -399,3 +399,24 @@ def test_vllm_and_sglang_process_groups_use_gloo_in_emulation():
     state = run_json(code, NPU_PLATFORM_EMULATE="1")
     assert state["vllm_world"] == state["vllm_tp"] == state["sglang_world"] == "gloo"
     assert state["sglang_reexported"] is True and state["sglang_patched"] is True
+
+
+def test_meta_device_context_still_covers_the_redirected_factories():
+    """``with torch.device("meta")`` recognises factory calls by identity against a set torch
+    caches on first use. The emulated ``cuda`` patch wraps the factories; the set must still
+    hold torch's own functions, or models built under the context (transformers'
+    ``from_pretrained``) get uninitialised CPU tensors instead of meta ones."""
+    state = run_json(
+        """
+        import json, torch
+        with torch.device("meta"):
+            made = [torch.empty(2), torch.arange(3), torch.zeros(1), torch.tensor([1.0])]
+        print(json.dumps({
+            "devices": sorted({t.device.type for t in made}),
+            "cuda_redirect": torch.zeros(1, device="cuda").device.type,
+        }))
+        """,
+        NPU_PLATFORM_EMULATE="1",
+    )
+    assert state["devices"] == ["meta"]
+    assert state["cuda_redirect"] == "cpu"

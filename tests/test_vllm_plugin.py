@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import ast
 import inspect
 import json
 import subprocess
@@ -157,6 +156,11 @@ def test_emulated_platform_registrations_and_config(tmp_path):
     }
     assert "npu" in result["sleep_backends"]
     assert result["validate_environ"] == "ok"
+    assert result["startup_patches"] == {
+        "state": "active",
+        "selected": ["cuda", "distributed", "flash_attn", "torch_memory_saver"],
+        "cuda_is_available": False,
+    }
     assert result["config"] == {
         "worker_cls": "npu_platform.vllm.worker.NPUWorker",
         "custom_ops": ["all"],
@@ -172,50 +176,18 @@ def test_emulated_platform_registrations_and_config(tmp_path):
 # --------------------------------------------------------------------------- introspection
 
 
-def _raises_not_implemented(fn) -> bool:
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
-        return False
-    return any(
-        isinstance(node, ast.Raise) and "NotImplementedError" in ast.unparse(node)
-        for node in ast.walk(ast.parse(source))
-    )
-
-
-def _required_platform_methods() -> set[str]:
-    """Methods of vLLM's Platform that raise NotImplementedError, plus the hooks every
-    platform on the V1 path must answer (their defaults are CUDA's or empty)."""
-    from vllm.platforms.interface import Platform
-
-    required = {
-        "get_attn_backend_cls",
-        "check_and_update_config",
-        "get_device_communicator_cls",
-        "is_sleep_mode_available",
-        "is_pin_memory_available",
-        "validate_environ",
-        "import_kernels",
-        "register_triton_kernel_overrides",
-        "support_hybrid_kv_cache",
-        "opaque_attention_op",
-    }
-    for name, member in vars(Platform).items():
-        fn = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
-        if callable(fn) and _raises_not_implemented(fn):
-            required.add(name)
-    return required
-
-
 def test_every_required_platform_method_is_overridden():
+    from npu_platform.vllm.conformance import not_overridden, required_platform_methods
     from npu_platform.vllm.platform import EmulatedNPUPlatform, NPUPlatform
 
-    required = _required_platform_methods()
+    required = required_platform_methods()
     # The methods vLLM 0.32 leaves unimplemented, found by introspection (a newer vLLM
     # adding one makes this test list it).
     assert {"get_device_name", "set_device", "manual_seed_all", "get_punica_wrapper"} <= required
     missing = sorted(name for name in required if name not in vars(NPUPlatform))
     assert missing == [], f"NPUPlatform does not override: {missing}"
+    assert not_overridden(NPUPlatform, required) == []
+    assert not_overridden(EmulatedNPUPlatform, required) == []
     for cls in (NPUPlatform, EmulatedNPUPlatform):
         assert cls.get_device_communicator_cls() == (
             "npu_platform.vllm.communicator.NPUCommunicator"

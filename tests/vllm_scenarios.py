@@ -70,11 +70,9 @@ def run(scenario: str, *args: str, env: dict[str, str] | None = None, timeout: i
 
 
 def _tokenizer(model_dir: Path):
-    from transformers import PreTrainedTokenizerFast
+    import tiny_models
 
-    # Straight from tokenizer.json: transformers maps some model types (qwen2) to their
-    # own tokenizer classes, which cannot read a word-level tokenizer.
-    return PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+    return tiny_models.load_tokenizer(model_dir)
 
 
 def hf_greedy(model_dir: Path, prompts: list[list[int]], new_tokens: int, dtype: str):
@@ -219,14 +217,68 @@ def generate(args: argparse.Namespace) -> dict:
     return result
 
 
+#: The sleep scenario's model: the tiny Llama with a wide MLP and 4 layers, about 48 MiB of
+#: float32 weights, so that what sleep frees stands out in the process's RSS.
+SLEEP_MODEL = {"intermediate_size": 16384, "num_hidden_layers": 4}
+SLEEP_KV_CACHE_BYTES = 256 << 20
+
+
+def _memory_status() -> dict[str, int]:
+    """VmRSS and its anonymous and shared-memory parts, in bytes (``/proc/self/status``).
+
+    On the emulated NPU the memory manager's "device" memory is memfd pages (shared
+    memory) and its host backups are anonymous memory.
+    """
+    import gc
+
+    gc.collect()
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssShmem"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def _model_bytes(worker) -> dict:
+    """(collective_rpc) Bytes of the model's parameters and buffers on the worker, and the
+    parameters whose memory is not the sleep/wake memory manager's."""
+    from npu_platform.memory.errors import UnknownAllocation
+    from npu_platform.vllm import sleep as npu_sleep
+
+    manager = npu_sleep.saver().manager
+    model = worker.model_runner.model
+    unmanaged = []
+    for name, param in model.named_parameters():
+        try:
+            manager.info(param.data_ptr())
+        except UnknownAllocation:
+            unmanaged.append(name)
+    return {
+        "parameters": sum(p.numel() * p.element_size() for p in model.parameters()),
+        "buffers": sum(b.numel() * b.element_size() for b in model.buffers()),
+        "unmanaged_parameters": unmanaged,
+    }
+
+
+def _parameters_all_zero(worker) -> bool:
+    """(collective_rpc) Whether every parameter of the worker's model is zero."""
+    return all(int(p.count_nonzero()) == 0 for p in worker.model_runner.model.parameters())
+
+
 def sleep(args: argparse.Namespace) -> dict:
-    """Sleep level 1 and level 2 (with selective wake-up) between identical generations."""
+    """Sleep level 1, then level 2 with vLLM's reload path, around identical generations.
+
+    Records the memory manager's per-tag byte counts and the process's RSS (this process
+    runs the engine: ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) before and after each step.
+    """
     os.environ["NPU_PLATFORM_EMULATE"] = "1"
     import tiny_models
 
-    model_dir = Path(args.workdir) / args.kind
+    model_dir = Path(args.workdir) / "sleep-llama"
     if not (model_dir / "config.json").exists():
-        tiny_models.build_model(args.kind, model_dir, seed=args.seed)
+        tiny_models.build_model("llama", model_dir, seed=args.seed, **SLEEP_MODEL)
     tok = _tokenizer(model_dir)
     prompts = [tok(t).input_ids for t in tiny_models.prompts(4, seed=args.seed)]
 
@@ -239,7 +291,7 @@ def sleep(args: argparse.Namespace) -> dict:
         dtype=args.dtype,
         block_size=args.block_size,
         max_model_len=256,
-        kv_cache_memory_bytes=16 << 20,
+        kv_cache_memory_bytes=SLEEP_KV_CACHE_BYTES,
         enable_sleep_mode=True,
         seed=args.seed,
     )
@@ -250,18 +302,43 @@ def sleep(args: argparse.Namespace) -> dict:
         return [list(o.outputs[0].token_ids) for o in outs]
 
     result: dict = {"backend": llm.llm_engine.vllm_config.model_config.sleep_mode_backend}
+    result["checkpoint_bytes"] = tiny_models.weight_bytes(model_dir)
+    result["model_bytes"] = llm.collective_rpc(_model_bytes)[0]
     result["before"] = run()
     result["stats_awake"] = npu_sleep.memory_stats()
+
+    result["mem_awake"] = _memory_status()
     llm.sleep(level=1)
+    result["mem_level1"] = _memory_status()
     result["stats_level1"] = npu_sleep.memory_stats()
     llm.wake_up()
+    result["mem_woken1"] = _memory_status()
     result["after_level1"] = run()
+
+    result["mem_awake2"] = _memory_status()
     llm.sleep(level=2)
+    result["mem_level2"] = _memory_status()
     result["stats_level2"] = npu_sleep.memory_stats()
+    # vLLM's level-2 sequence: weights memory first, reload in place, then the KV cache.
     llm.wake_up(tags=["weights"])
     result["stats_weights_only"] = npu_sleep.memory_stats()
+    result["zero_after_weights_wake"] = llm.collective_rpc(_parameters_all_zero)[0]
+    llm.collective_rpc("reload_weights")
+    result["zero_after_reload"] = llm.collective_rpc(_parameters_all_zero)[0]
+    result["model_bytes_reloaded"] = llm.collective_rpc(_model_bytes)[0]
+    result["stats_reloaded"] = npu_sleep.memory_stats()
     llm.wake_up(tags=["kv_cache"])
+    result["mem_woken2"] = _memory_status()
+    result["stats_woken2"] = npu_sleep.memory_stats()
     result["after_level2"] = run()
+
+    # The reloaded weights are still the manager's: level 1 again frees them all.
+    result["mem_awake3"] = _memory_status()
+    llm.sleep(level=1)
+    result["mem_level1_again"] = _memory_status()
+    result["stats_level1_again"] = npu_sleep.memory_stats()
+    llm.wake_up()
+    result["after_level1_again"] = run()
     return result
 
 
@@ -332,6 +409,18 @@ def plugin(args: argparse.Namespace) -> dict:
 
     current_platform.validate_environ(hard_fail=True)
     result["validate_environ"] = "ok"
+
+    # The start-up patches are at their default here (on): they ran, and left what vLLM
+    # probes alone.
+    import torch
+    from npu_platform.patches import _boot
+
+    finder = _boot.finder()
+    result["startup_patches"] = {
+        "state": None if finder is None else finder.state,
+        "selected": [] if finder is None else sorted(finder.selected),
+        "cuda_is_available": torch.cuda.is_available(),
+    }
 
     model_dir = Path(args.workdir) / args.kind
     if not (model_dir / "config.json").exists():

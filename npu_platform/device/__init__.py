@@ -119,26 +119,24 @@ def manual_seed_all(seed: int) -> None:
 
 def pluggable_allocator(path: str, alloc_fn_name: str, free_fn_name: str) -> Any:
     """``torch_npu.npu.memory.NPUPluggableAllocator(path, alloc_fn_name, free_fn_name)``."""
-    return _pool_backend("pluggable_allocator").pluggable_allocator(
-        path, alloc_fn_name, free_fn_name
-    )
+    return _npu_only("pluggable_allocator").pluggable_allocator(path, alloc_fn_name, free_fn_name)
 
 
 def mem_pool(allocator: Any = None) -> Any:
     """``torch.npu.MemPool(allocator=allocator)`` (None: torch's own device allocator)."""
-    return _pool_backend("mem_pool").mem_pool(allocator)
+    return _npu_only("mem_pool").mem_pool(allocator)
 
 
 def use_mem_pool(pool: Any, index: int | None = None) -> Any:
     """``torch.npu.use_mem_pool(pool, index)``: this thread's allocations go to ``pool``."""
-    return _pool_backend("use_mem_pool").use_mem_pool(pool, index)
+    return _npu_only("use_mem_pool").use_mem_pool(pool, index)
 
 
-def _pool_backend(what: str) -> Any:
+def _npu_only(what: str) -> Any:
     chosen = backend()
     if not hasattr(chosen, what):
         raise EnvironmentProblem(
-            f"device.{what}() needs a real Ascend NPU (torch_npu memory pools); the "
+            f"device.{what}() needs a real Ascend NPU (torch_npu); the "
             f"{chosen.device_type!r} backend has none"
         )
     return chosen
@@ -146,9 +144,4 @@ def _pool_backend(what: str) -> Any:
 
 def hccl_process_group_class() -> Any:
     """torch_npu's ``ProcessGroupHCCL`` (real NPU only; emulation uses gloo)."""
-    get = getattr(backend(), "hccl_process_group_class", None)
-    if get is None:
-        raise EnvironmentProblem(
-            "HCCL process groups exist only on a real Ascend NPU; the emulated NPU uses gloo"
-        )
-    return get()
+    return _npu_only("hccl_process_group_class").hccl_process_group_class()

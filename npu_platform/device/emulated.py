@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from npu_platform.hostinfo import host_memory
+
 _local = threading.local()
 
 
@@ -71,17 +73,6 @@ class EmulatedStream:
 
     def __repr__(self) -> str:
         return f"<EmulatedStream device={self.device_index} priority={self.priority}>"
-
-
-def _meminfo() -> dict[str, int]:
-    info: dict[str, int] = {}
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            key, _, rest = line.partition(":")
-            parts = rest.split()
-            if parts:
-                info[key] = int(parts[0]) * 1024
-    return info
 
 
 class EmulatedBackend:
@@ -152,8 +143,7 @@ class EmulatedBackend:
 
     def mem_get_info(self, index: int | None = None) -> tuple[int, int]:
         self._index(index)
-        info = _meminfo()
-        return info.get("MemAvailable", info.get("MemFree", 0)), info.get("MemTotal", 0)
+        return host_memory()
 
     def empty_cache(self) -> None:
         with contextlib.suppress(OSError, AttributeError):

@@ -6,7 +6,9 @@ What it does
     copies the bytes of backed-up allocations to host buffers, then unmaps and frees their
     physical memory; the address range stays reserved. ``resume(tag)`` creates fresh
     physical memory, maps it at the same address and copies the backups back, so pointers
-    (and torch ``data_ptr()``) never change.
+    (and torch ``data_ptr()``) never change. ``pause(tag, discard_backup=True)`` releases
+    without copying even where backups are enabled, and drops any backup still held, for
+    callers that will rewrite the contents anyway (vLLM's sleep level 2 reloads weights).
 
 Tags and backups come from thread-local *regions* (:meth:`MemoryManager.region`), which
 nest; :meth:`MemoryManager.disable` inside a region routes allocations to ordinary memory.
@@ -303,26 +305,46 @@ class MemoryManager:
 
     # ------------------------------------------------------------------ pause / resume
 
-    def pause(self, tag: str | None = None) -> int:
+    def pause(self, tag: str | None = None, *, discard_backup: bool = False) -> int:
         """Release the physical memory of ``tag``'s active allocations (every tag for None).
 
         Backed-up allocations are copied to host memory first. Returns how many
         allocations were paused. Raises :class:`PauseError` if a driver call fails; the
         allocations it lists as ``still_active`` are untouched and readable.
+
+        ``discard_backup=True``: the contents are not needed (the caller rewrites them
+        after ``resume``). Nothing is copied to host, even for allocations made with
+        ``enable_cpu_backup=True``, and every backup the selected allocations still hold
+        is freed: a retained one (``retain_cpu_backup``) and that of an allocation that was
+        already paused. ``resume`` then maps fresh memory for all of them (zeroed on the host
+        driver; undefined on a device, as for allocations without backup), and until then
+        :meth:`get_cpu_backup` raises :class:`NoCpuBackup` for them. The allocations keep
+        their backup setting: a later plain ``pause`` backs them up again.
         """
         with self._operation():
             targets = self._select(tag, "pause")
             todo = [a for a in targets if a.state is State.ACTIVE]
+            leaked: list[str] = []
+            if discard_backup:
+                dropped = self._discard_paused_backups(targets, leaked)
+                if dropped and not todo:
+                    logger.info(
+                        "pause(tag=%r, discard_backup=True): every allocation was already "
+                        "paused; dropped the host backups of %d of them",
+                        tag,
+                        dropped,
+                    )
+                    self._raise_leaks(tag, [], leaked)
+                    return 0
             if not self._report_skips("pause", tag, targets, todo, State.PAUSED):
                 return 0
             driver = self.driver
             for device in sorted({a.device for a in todo}):
                 driver.synchronize(device)  # kernels still writing must finish first
             done: list[int] = []
-            leaked: list[str] = []
             for i, alloc in enumerate(todo):
                 try:
-                    leak = self._pause_one(alloc)
+                    leak = self._pause_one(alloc, discard=discard_backup)
                 except Exception as exc:
                     still = [a.va for a in todo[i:] if a.state is State.ACTIVE]
                     raise PauseError(
@@ -338,21 +360,41 @@ class MemoryManager:
                 if leak:
                     leaked.append(leak)
             logger.debug(
-                "pause(tag=%r): paused %d allocation(s), %s",
+                "pause(tag=%r%s): paused %d allocation(s), %s",
                 tag,
+                ", discard_backup=True" if discard_backup else "",
                 len(done),
                 format_bytes(sum(a.size for a in todo)),
             )
-            if leaked:
-                raise PauseError(
-                    f"pause(tag={tag!r}): every allocation is paused, but driver "
-                    f"{driver.name!r} could not free the physical memory of "
-                    f"{len(leaked)} of them, which is lost until the process exits: "
-                    + "; ".join(leaked),
-                    paused=done,
-                    still_active=[],
-                )
+            self._raise_leaks(tag, done, leaked)
             return len(done)
+
+    def _discard_paused_backups(self, targets: list[Allocation], leaked: list[str]) -> int:
+        """``pause(discard_backup=True)`` on allocations already paused: drop their backups."""
+        dropped = 0
+        for alloc in targets:
+            if alloc.state is not State.PAUSED:
+                continue
+            alloc.backup_discarded = alloc.enable_cpu_backup
+            if alloc.backup is None:
+                continue
+            dropped += 1
+            try:
+                self._drop_backup(alloc)
+            except Exception as exc:
+                logger.error("pause: freeing the host backup of 0x%x failed: %s", alloc.va, exc)
+                leaked.append(f"0x{alloc.va:x} (host backup): {exc}")
+        return dropped
+
+    def _raise_leaks(self, tag: str | None, done: list[int], leaked: list[str]) -> None:
+        if leaked:
+            raise PauseError(
+                f"pause(tag={tag!r}): every allocation is paused, but driver "
+                f"{self.driver.name!r} could not free the memory of {len(leaked)} of them, "
+                "which is lost until the process exits: " + "; ".join(leaked),
+                paused=done,
+                still_active=[],
+            )
 
     def resume(self, tag: str | None = None) -> int:
         """Map fresh physical memory under ``tag``'s paused allocations; restore backups.
@@ -533,9 +575,14 @@ class MemoryManager:
                 if (
                     alloc.state is State.PAUSED
                     and alloc.enable_cpu_backup
+                    and not alloc.backup_discarded
                     and (alloc.backup is None or not alloc.backup_valid)
                 ):
                     problems.append(f"0x{va:x}: paused with backup enabled but no backup")
+                if alloc.backup_discarded and (
+                    alloc.state is not State.PAUSED or alloc.backup is not None
+                ):
+                    problems.append(f"0x{va:x}: backup discarded but active or still backed up")
                 if alloc.backup is not None and not alloc.enable_cpu_backup:
                     problems.append(f"0x{va:x}: has a backup but backup is disabled")
                 if alloc.state is State.ACTIVE and alloc.backup is not None and not self._retain:
@@ -629,10 +676,11 @@ class MemoryManager:
             )
         return True
 
-    def _pause_one(self, alloc: Allocation) -> str | None:
-        """Back up (if enabled), unmap, free. Returns a leak description or None."""
+    def _pause_one(self, alloc: Allocation, *, discard: bool = False) -> str | None:
+        """Back up (if enabled and not ``discard``), unmap, free. Returns a leak
+        description or None."""
         driver = self.driver
-        if alloc.enable_cpu_backup:
+        if alloc.enable_cpu_backup and not discard:
             fresh = alloc.backup is None
             if fresh:
                 ptr, handle = driver.host_alloc(alloc.requested)
@@ -658,12 +706,21 @@ class MemoryManager:
             raise
         handle, alloc.handle = alloc.handle, None
         alloc.state = State.PAUSED
+        leaks: list[str] = []
+        if discard:
+            alloc.backup_discarded = alloc.enable_cpu_backup
+            if alloc.backup is not None:  # a retained backup: stale from now on
+                try:
+                    self._drop_backup(alloc)
+                except Exception as exc:
+                    logger.error("pause: freeing the host backup of 0x%x failed: %s", alloc.va, exc)
+                    leaks.append(f"0x{alloc.va:x} (host backup): {exc}")
         try:
             driver.free(handle)
         except Exception as exc:
             logger.error("pause: freeing the physical memory of 0x%x failed: %s", alloc.va, exc)
-            return f"0x{alloc.va:x}: {exc}"
-        return None
+            leaks.append(f"0x{alloc.va:x}: {exc}")
+        return "; ".join(leaks) or None
 
     def _resume_one(self, alloc: Allocation, tag: str | None) -> None:
         driver = self.driver
@@ -690,6 +747,7 @@ class MemoryManager:
                 raise
         alloc.handle = handle
         alloc.state = State.ACTIVE
+        alloc.backup_discarded = False
         if alloc.backup is not None and not self._retain:
             self._drop_backup(alloc)
 
@@ -786,6 +844,12 @@ class MemoryManager:
         if alloc is None:
             raise self._unknown_range(address, nbytes)
         backup = alloc.backup if alloc.backup_valid else None
+        if alloc.state is State.PAUSED and backup is None and alloc.backup_discarded:
+            raise NoCpuBackup(
+                f"the allocation at 0x{alloc.va:x} (tag {alloc.tag!r}) is paused and has no "
+                "CPU backup: it was paused with discard_backup=True, which drops the contents "
+                "(resume maps fresh memory for the caller to fill)."
+            )
         if alloc.state is State.PAUSED and backup is None:
             raise NoCpuBackup(
                 f"the allocation at 0x{alloc.va:x} (tag {alloc.tag!r}) is paused and has no "

@@ -50,6 +50,7 @@ class Allocation:
 
     __slots__ = (
         "backup",
+        "backup_discarded",
         "backup_valid",
         "device",
         "enable_cpu_backup",
@@ -83,6 +84,9 @@ class Allocation:
         # True when ``backup`` holds the allocation's current bytes (set by pause; stays
         # True for a retained backup after resume: it is then the snapshot of that pause).
         self.backup_valid = False
+        # True while PAUSED by ``pause(..., discard_backup=True)``: backup is enabled but the
+        # contents were dropped on purpose, so resume maps fresh memory instead.
+        self.backup_discarded = False
 
     @property
     def pool_key(self) -> PoolKey:

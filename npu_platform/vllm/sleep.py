@@ -7,19 +7,27 @@ registered as ``npu`` by the general plugin and chosen automatically by the plat
 (:mod:`npu_platform.torch_memory_saver`, whose manager keeps virtual addresses stable, so
 tensors stay valid across a pause):
 
-* ``weights``: a region **with** host backup: sleep copies the weights to host memory and
-  frees the device memory; wake-up maps fresh memory at the same addresses and copies them
-  back.
-* ``kv_cache``: a region **without** backup: sleep frees it, wake-up maps fresh (zeroed)
-  memory. vLLM clears its prefix cache when it goes to sleep.
+* ``weights``: a region **with** host backup: sleep (level 1) copies the weights to host
+  memory and frees the device memory; wake-up maps fresh memory at the same addresses and
+  copies them back.
+* ``kv_cache``: a region **without** backup: sleep frees it, wake-up maps fresh memory
+  (zeroed in emulation). vLLM clears its prefix cache when it goes to sleep.
 * ``runtime`` and ``workspace`` (small per-step state and scratch) are not routed to the
   manager: they stay resident, as on a device without sleep mode.
 
-Levels: level 1 offloads the weights and drops the KV cache. Level 2 drops both in vLLM's
-terms; here the weights still get a host copy, because the manager fixes an allocation's
-backup policy when it is allocated. The worker additionally saves and restores the model's
-buffers (and any ``sleep_preserve_parameter_names``) for level 2, as vLLM's GPU worker does.
-Selective wake-up (``tags=["weights"]`` then ``["kv_cache"]``) is supported.
+Levels: level 1 offloads the weights and drops the KV cache. Level 2 drops both, weights
+included, without a host copy (``MemoryManager.pause(..., discard_backup=True)``): as on
+CUDA, the caller restores them after waking the weights up, with vLLM's in-place reload::
+
+    llm.sleep(level=2)
+    llm.wake_up(tags=["weights"])           # fresh (zeroed) memory at the same addresses
+    llm.collective_rpc("reload_weights")    # or new weights from a trainer
+    llm.wake_up(tags=["kv_cache"])
+
+The worker saves and restores the model's buffers (and any
+``sleep_preserve_parameter_names``) for level 2, as vLLM's GPU worker does. Selective
+wake-up is supported, and so is :meth:`NPUSleepModeBackend.discard` (vLLM's
+``release_kv_cache_memory``): it drops tagged memory without a copy, whatever the level.
 """
 
 from __future__ import annotations
@@ -96,10 +104,28 @@ class NPUSleepModeBackend(SleepModeBackend):
         if level not in (1, 2):
             raise ValueError(f"sleep level must be 1 or 2, got {level}")
         self._state = "SUSPENDED"
-        memory = saver()
+        manager = saver().manager
+        # Level 2 forgets the weights (the caller reloads them): no host copy.
+        discard = level == 2
         for tag in MANAGED_TAGS:
-            memory.pause(tag)
-        logger.info("NPU sleep (level %d): paused %s", level, ", ".join(MANAGED_TAGS))
+            manager.pause(tag, discard_backup=discard)
+        logger.info(
+            "NPU sleep (level %d): paused %s%s",
+            level,
+            ", ".join(MANAGED_TAGS),
+            " without host copies" if discard else "",
+        )
+
+    def discard(self, tags: tuple[str, ...]) -> None:
+        """Drop the memory of ``tags`` without preserving it (``wake_up(tags)`` maps fresh
+        memory); tags this backend does not manage are ignored."""
+        manager = saver().manager
+        wanted = [tag for tag in tags if tag in MANAGED_TAGS]
+        for tag in wanted:
+            manager.pause(tag, discard_backup=True)
+        if wanted:
+            self._state = "SUSPENDED"
+        logger.info("NPU sleep: discarded %s", ", ".join(wanted) or "nothing")
 
     def resume(self, tags: list[str] | None = None) -> None:
         self._state = "RESUMING"

@@ -30,6 +30,7 @@ import errno as errno_mod
 import os
 import threading
 
+from npu_platform.hostinfo import host_memory
 from npu_platform.memory.driver import DriverError, OutOfDeviceMemory
 
 __all__ = ["HostDriver"]
@@ -121,18 +122,6 @@ class _HostBuffer:
 
 def _round_up(value: int, unit: int) -> int:
     return (value + unit - 1) // unit * unit
-
-
-def _meminfo() -> tuple[int, int]:
-    values: dict[str, int] = {}
-    with open("/proc/meminfo") as fh:
-        for line in fh:
-            key, _, rest = line.partition(":")
-            parts = rest.split()
-            if parts:
-                values[key] = int(parts[0]) * 1024
-    total = values.get("MemTotal", 0)
-    return values.get("MemAvailable", values.get("MemFree", 0)), total
 
 
 class HostDriver:
@@ -416,7 +405,7 @@ class HostDriver:
         limit = self._limit
         if limit is not None:
             return max(limit - self._used, 0), limit
-        return _meminfo()
+        return host_memory()
 
     # -- introspection (tests) -------------------------------------------------------
 
