@@ -185,9 +185,9 @@ class TorchMemorySaver:
         name = self.manager.driver.name
         try:
             if name == "acl":
-                import torch
+                from npu_platform import device
 
-                return int(torch.npu.current_device())
+                return device.current_device()
             if name == "cuda":
                 import torch
 
@@ -242,9 +242,9 @@ class TorchMemorySaver:
             pool = route.graph_pool(key)
         name = manager.driver.name
         if name == "acl":
-            import torch
+            from npu_platform import device
 
-            capture = torch.npu.graph(
+            capture = device.graph(
                 cuda_graph,
                 pool=pool,
                 stream=stream,

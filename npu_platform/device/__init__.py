@@ -142,6 +142,12 @@ def _npu_only(what: str) -> Any:
     return chosen
 
 
+def graph(npu_graph: Any, **kwargs: Any) -> Any:
+    """``torch.npu.graph(npu_graph, **kwargs)``: graph capture (keywords only: its fourth
+    positional parameter differs from ``torch.cuda.graph``'s)."""
+    return _npu_only("graph").graph(npu_graph, **kwargs)
+
+
 def hccl_process_group_class() -> Any:
     """torch_npu's ``ProcessGroupHCCL`` (real NPU only; emulation uses gloo)."""
     return _npu_only("hccl_process_group_class").hccl_process_group_class()

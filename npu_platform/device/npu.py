@@ -63,6 +63,9 @@ class NPUBackend:
     def use_mem_pool(self, pool: Any, index: int | None = None) -> Any:
         return self._npu.use_mem_pool(pool, index)
 
+    def graph(self, npu_graph: Any, **kwargs: Any) -> Any:
+        return self._npu.graph(npu_graph, **kwargs)
+
     def hccl_process_group_class(self) -> Any:
         from torch_npu._C._distributed_c10d import ProcessGroupHCCL
 

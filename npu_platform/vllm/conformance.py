@@ -489,5 +489,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(passed for _, passed, _ in results) else 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # the child process of the generation check
+    raise SystemExit(main())
