@@ -75,25 +75,6 @@ def _tokenizer(model_dir: Path):
     return tiny_models.load_tokenizer(model_dir)
 
 
-def hf_greedy(model_dir: Path, prompts: list[list[int]], new_tokens: int, dtype: str):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
-    out = []
-    for ids in prompts:
-        inputs = torch.tensor([ids])
-        gen = model.generate(
-            inputs,
-            attention_mask=torch.ones_like(inputs),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-        )
-        out.append(gen[0, len(ids) :].tolist())
-    return out
-
-
 def hf_margins(model_dir: Path, prompts: list[list[int]], outputs: list[list[int]]):
     """For each generated token: (float32 max logit) - (logit of the chosen token)."""
     import torch
@@ -161,9 +142,11 @@ def generate(args: argparse.Namespace) -> dict:
         second = [p + e[: 3 + i] for i, (p, e) in enumerate(zip(prompts, extra, strict=True))]
 
     if args.reference == "exact":
-        result["ref"] = hf_greedy(model_dir, prompts, args.new_tokens, args.dtype)
+        result["ref"] = tiny_models.hf_greedy(model_dir, prompts, args.new_tokens, args.dtype)
         if second:
-            result["ref_prefix"] = hf_greedy(model_dir, second, args.new_tokens, args.dtype)
+            result["ref_prefix"] = tiny_models.hf_greedy(
+                model_dir, second, args.new_tokens, args.dtype
+            )
 
     tracer = Tracer()
     if args.trace:
@@ -353,7 +336,7 @@ def tensor_parallel(args: argparse.Namespace) -> dict:
         tiny_models.build_model(args.kind, model_dir, seed=args.seed)
     tok = _tokenizer(model_dir)
     prompts = [tok(t).input_ids for t in tiny_models.prompts(args.num_prompts, seed=args.seed)]
-    result: dict = {"ref": hf_greedy(model_dir, prompts, args.new_tokens, args.dtype)}
+    result: dict = {"ref": tiny_models.hf_greedy(model_dir, prompts, args.new_tokens, args.dtype)}
 
     from vllm import LLM, SamplingParams
 

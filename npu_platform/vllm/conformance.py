@@ -412,8 +412,6 @@ def check_greedy_generation() -> Result:
 
 def _generate(workdir: str) -> dict[str, Any]:
     """(child process) Build the tiny model, greedy-decode with transformers, then vLLM."""
-    import torch
-    from transformers import AutoModelForCausalLM
 
     from npu_platform.vllm import tiny_model
 
@@ -421,19 +419,7 @@ def _generate(workdir: str) -> dict[str, Any]:
     tokenizer = tiny_model.load_tokenizer(model_dir)
     prompts = [tokenizer(t).input_ids for t in tiny_model.prompts(GENERATION_PROMPTS, seed=0)]
 
-    reference = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    ref = []
-    for ids in prompts:
-        inputs = torch.tensor([ids])
-        out = reference.generate(
-            inputs,
-            attention_mask=torch.ones_like(inputs),
-            max_new_tokens=GENERATION_TOKENS,
-            min_new_tokens=GENERATION_TOKENS,
-            do_sample=False,
-        )
-        ref.append(out[0, len(ids) :].tolist())
-    del reference
+    ref = tiny_model.hf_greedy(model_dir, prompts, GENERATION_TOKENS)
 
     from vllm import LLM, SamplingParams
     from vllm.platforms import current_platform

@@ -153,6 +153,29 @@ def weight_bytes(path: str | Path) -> int:
     return total
 
 
+def hf_greedy(
+    model_dir: str | Path, prompts: list[list[int]], new_tokens: int, dtype: str = "float32"
+) -> list[list[int]]:
+    """Hugging Face transformers' greedy continuation of each prompt: the reference that
+    vLLM's output through the plugin must equal."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, dtype))
+    out = []
+    for ids in prompts:
+        inputs = torch.tensor([ids])
+        gen = model.generate(
+            inputs,
+            attention_mask=torch.ones_like(inputs),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+        )
+        out.append(gen[0, len(ids) :].tolist())
+    return out
+
+
 def prompts(count: int = 8, seed: int = 0, min_len: int = 3, max_len: int = 40) -> list[str]:
     """``count`` space-separated word prompts of different lengths (deterministic)."""
     rng = random.Random(seed)
