@@ -25,8 +25,13 @@ from setuptools.command.build import build
 from setuptools.command.build_ext import build_ext
 
 PTH_NAME = "npu_platform-startup.pth"
-# site.py executes .pth lines that start with "import"; the hook never raises.
-PTH_CONTENT = "import npu_platform.patches._boot as _npb; _npb.install()\n"
+# site.py executes .pth lines that start with "import"; neither hook ever raises. The first
+# puts the emulated torch_npu on sys.path when NPU_PLATFORM_EMULATE is on (and does nothing
+# otherwise); the second arms the start-up patches.
+PTH_CONTENT = (
+    "import npu_platform.emulation.boot as _npe; _npe.install()\n"
+    "import npu_platform.patches._boot as _npb; _npb.install()\n"
+)
 
 
 class build_pth(Command):  # noqa: N801 - setuptools command names are lower case

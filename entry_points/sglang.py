@@ -6,8 +6,8 @@ pyproject registers two functions here, both under the name ``npu_platform`` (so
 * ``sglang.srt.platforms`` -> :func:`platform_plugin`. sglang calls it in every process
   the first time ``sglang.srt.platforms.current_platform`` is touched (which
   ``import sglang.srt.utils.common`` does). It answers the class path of our platform on
-  a real Ascend NPU and ``None`` everywhere else, so sglang then resolves exactly what it
-  would without the plugin. On an NPU, real or emulated, it also installs the
+  an NPU (real or emulated) and ``None`` everywhere else, so sglang then resolves exactly
+  what it would without the plugin. On an NPU it also installs the
   ``torch_memory_saver`` redirect (a finder on ``sys.meta_path``; no torch import), which
   is in place before sglang's memory-saver adapter is imported.
 * ``sglang.srt.plugins`` -> :func:`register`. sglang's ``load_plugins()`` calls it once per
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 
-from npu_platform.detect import Target, detect
+from npu_platform.detect import detect
 
 logger = logging.getLogger("npu_platform.sglang")
 
@@ -38,7 +38,7 @@ def _cpu_engine_requested() -> bool:
 
 
 def platform_plugin() -> str | None:
-    """Our platform's class path on a real Ascend NPU, else ``None``."""
+    """Our platform's class path on an NPU (real or emulated), else ``None``."""
     if _cpu_engine_requested():
         logger.debug("npu-platform stays inactive for sglang: SGLANG_USE_CPU_ENGINE=1")
         return None
@@ -49,10 +49,7 @@ def platform_plugin() -> str | None:
     from npu_platform.sglang import memory_saver
 
     memory_saver.install()
-    if decision.target is Target.REAL:
-        return NPU_PLATFORM
-    # The emulated NPU serves the memory saver and tests; sglang keeps its own platform.
-    return None
+    return NPU_PLATFORM
 
 
 def register() -> None:

@@ -87,7 +87,19 @@ def _describe(exc: BaseException) -> str:
     return " <- caused by ".join(parts)
 
 
+def _emulated_torch_npu_loaded() -> bool:
+    """The torch_npu in this process is the emulation's (loaded while it was switched on)."""
+    module = sys.modules.get("torch_npu")
+    where = getattr(module, "__file__", None) or ""
+    return os.sep.join(("npu_platform", "emulation", "site")) in where
+
+
 def _probe_real() -> Detection:
+    if _emulated_torch_npu_loaded():
+        return Detection(
+            Target.NONE,
+            "the emulated torch_npu is loaded in this process but NPU_PLATFORM_EMULATE is off",
+        )
     missing = [lib for lib, where in cann.find_cann().items() if where is None]
     if missing and "torch_npu" not in sys.modules:
         # torch autoloads device backends only when this is exactly "1" (its default).

@@ -6,7 +6,11 @@ fix. It never imports torch, torch_npu, vLLM or sglang to learn their versions (
 torch with a broken torch_npu fails, and the doctor must still answer): versions come from
 the installed distributions' metadata. The only heavy import happens inside
 :func:`npu_platform.detect.detect`, and only when torch_npu and the CANN libraries are both
-present, i.e. when a real NPU is plausible.
+present, i.e. when a real NPU is plausible. CANN is inspected through files only: its
+release from the install's version files (:func:`npu_platform.cann.find_version`), and
+whether ``libascendcl.so`` exports the calls the ACL memory driver needs from its ELF
+dynamic symbol table (:mod:`npu_platform.elf`), without loading it. The supported framework
+ranges are :data:`npu_platform.versions.SUPPORTED`.
 
 The stack "cannot work" when any verdict is an ``error``; detection answering ``none`` (no
 real NPU and no emulation) is such an error. :attr:`Report.exit_code` is then 1, else 0.
@@ -14,6 +18,7 @@ real NPU and no emulation) is such an error. :attr:`Report.exit_code` is then 1,
 
 from __future__ import annotations
 
+import ctypes
 import importlib.metadata
 import importlib.util
 import json
@@ -29,16 +34,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
-
 import npu_platform
-from npu_platform import cann, env
+from npu_platform import cann, elf, env
 from npu_platform.errors import ConfigError
-
-#: Framework versions npu-platform supports (PEP 440 specifiers). Pre-releases and local
-#: builds inside the range count as supported.
-SUPPORTED: dict[str, str] = {"vllm": ">=0.32.0,<0.34", "sglang": ">=0.5.23,<0.6"}
+from npu_platform.versions import SUPPORTED, installed_version, support
+from npu_platform.versions import parse as parse_version
 
 LEVELS = ("ok", "info", "warn", "error")
 
@@ -54,6 +54,9 @@ DISTRIBUTIONS = {
 #: Byte strings that betray which runtime a shared object was linked against.
 ASCEND_MARKERS = (b"libascendcl", b"aclrt")
 CUDA_MARKERS = (b"libcuda", b"cudart", b"cuMem")
+
+#: The shim's entry points besides torch_route.ALLOC_FN / FREE_FN (see _alloc_shim.c).
+SHIM_CALLBACK_SYMBOLS = ("npu_platform_set_callbacks", "npu_platform_has_callbacks")
 
 NPU_SMI_TIMEOUT_S = 20
 _SET_ENV_CANDIDATES = (
@@ -100,6 +103,7 @@ class Report:
     torch_memory_saver: dict[str, object]
     environment: dict[str, object]
     verdicts: list[Verdict] = field(default_factory=list)
+    alloc_shim: dict[str, object] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -117,6 +121,7 @@ class Report:
             "cann": self.cann,
             "devices": self.devices,
             "torch_memory_saver": self.torch_memory_saver,
+            "alloc_shim": self.alloc_shim,
             "environment": self.environment,
             "verdicts": [v.as_dict() for v in self.verdicts],
         }
@@ -125,14 +130,8 @@ class Report:
 # --------------------------------------------------------------------------- versions
 
 
-def dist_version(name: str) -> str | None:
-    """Installed version of distribution ``name`` (first one on ``sys.path``), or ``None``."""
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    except Exception:  # unreadable metadata is "not usable", not a crash
-        return None
+#: Installed version of a distribution, or ``None`` (see :mod:`npu_platform.versions`).
+dist_version = installed_version
 
 
 def collect_versions() -> dict[str, str | None]:
@@ -143,13 +142,6 @@ def collect_versions() -> dict[str, str | None]:
     for key, dist in DISTRIBUTIONS.items():
         versions[key] = dist_version(dist)
     return versions
-
-
-def _parse(version: str) -> Version | None:
-    try:
-        return Version(version)
-    except InvalidVersion:
-        return None
 
 
 def check_torch_pair(torch_version: str | None, torch_npu_version: str | None) -> Verdict:
@@ -172,7 +164,7 @@ def check_torch_pair(torch_version: str | None, torch_npu_version: str | None) -
             "torch_npu; the emulated NPU (NPU_PLATFORM_EMULATE=1) works without it.",
             None,
         )
-    tv, nv = _parse(torch_version), _parse(torch_npu_version)
+    tv, nv = parse_version(torch_version), parse_version(torch_npu_version)
     if tv is None or nv is None:
         bad = torch_version if tv is None else torch_npu_version
         return Verdict(
@@ -204,9 +196,9 @@ def check_torch_pair(torch_version: str | None, torch_npu_version: str | None) -
     )
 
 
-def check_framework(name: str, version: str | None, spec: str | None = None) -> Verdict:
-    """Is ``name`` (a key of :data:`SUPPORTED`) inside the supported range?"""
-    spec = SUPPORTED[name] if spec is None else spec
+def check_framework(name: str, version: str | None) -> Verdict:
+    """Is ``name`` (a key of :data:`SUPPORTED`) inside its supported range?"""
+    spec = SUPPORTED[name]
     if version is None:
         return Verdict(
             name,
@@ -214,19 +206,15 @@ def check_framework(name: str, version: str | None, spec: str | None = None) -> 
             f"{name} is not installed",
             f"npu-platform supports {name}{spec}; install it to serve with {name}.",
         )
-    parsed = _parse(version)
-    try:
-        specifiers = SpecifierSet(spec)
-    except InvalidSpecifier:  # a bad constant is a bug here, not in the user's stack
-        raise ValueError(f"SUPPORTED[{name!r}] = {spec!r} is not a valid specifier") from None
-    if parsed is None:
+    status = support(name, version)
+    if status.supported is None:
         return Verdict(
             name,
             "warn",
             f"{name} version {version!r} cannot be parsed",
             f"npu-platform supports {name}{spec}; it cannot tell whether {version!r} is inside.",
         )
-    if specifiers.contains(parsed, prereleases=True):
+    if status.supported:
         return Verdict(
             name,
             "ok",
@@ -237,9 +225,9 @@ def check_framework(name: str, version: str | None, spec: str | None = None) -> 
         name,
         "error",
         f"{name} {version} is not supported",
-        f"npu-platform supports {name}{spec}; its patches and hooks are written against "
-        f"those versions and may not apply to {version}.",
-        f"Install a supported version: pip install '{name}{spec}'.",
+        f"npu-platform supports {name}{spec}, the versions it is tested with; its patches and "
+        f"hooks are written against those versions and may not apply to {version}.",
+        f"Install a supported version: pip install '{status.requirement}'.",
     )
 
 
@@ -271,6 +259,7 @@ def collect_cann() -> dict[str, object]:
     return {
         "found": all(libraries.values()),
         "libraries": libraries,
+        "version": cann.find_version().as_dict(),
         "ASCEND_HOME_PATH": os.environ.get("ASCEND_HOME_PATH"),
         "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH"),
         "default_root": cann.DEFAULT_ASCEND_ROOT,
@@ -305,6 +294,154 @@ def check_cann(cann_info: dict[str, object], torch_npu_installed: bool) -> Verdi
         "CANN runtime libraries missing" if not found else "CANN install is incomplete",
         f"{detail} {looked}",
         f"{_capitalise(_source_hint())} in the shell that starts vLLM/sglang.",
+    )
+
+
+def check_cann_version(cann_info: dict[str, object], torch_npu_installed: bool) -> Verdict:
+    """The CANN release, from the install's version files (see :func:`cann.find_version`)."""
+    info: dict[str, object] = cann_info["version"]  # type: ignore[assignment]
+    version, source = info["version"], info["source"]
+    if version is not None:
+        if info["kind"] == "component":
+            component = os.path.basename(os.path.dirname(str(source)))
+            return Verdict(
+                "cann-version",
+                "ok",
+                f"CANN {version} (the {component} component's number)",
+                f"Read from {source}. No release number (version_dir=, version.cfg, "
+                "ascend_toolkit_install.info) was found, so this is the component's own "
+                "version, which can differ from the CANN release.",
+            )
+        return Verdict("cann-version", "ok", f"CANN {version}", f"Read from {source}.")
+    libraries: dict[str, str | None] = cann_info["libraries"]  # type: ignore[assignment]
+    needed = torch_npu_installed or any(libraries.values())
+    roots: list[str] = info["roots"]  # type: ignore[assignment]
+    files = ", ".join(pattern.format(arch="<arch>") for pattern in cann.VERSION_FILES)
+    return Verdict(
+        "cann-version",
+        "warn" if needed else "info",
+        "CANN version unknown",
+        f"No CANN version file was found: looked for {files} under {', '.join(roots)}."
+        + ("" if needed else " CANN is needed only for a real Ascend NPU."),
+        f"{_capitalise(_source_hint())} (it sets ASCEND_HOME_PATH to the CANN install), or "
+        "set ASCEND_HOME_PATH to the folder that holds version.cfg or "
+        "<arch>-linux/ascend_toolkit_install.info."
+        if needed
+        else None,
+    )
+
+
+def inspect_acl_vm(library: str | None) -> dict[str, object]:
+    """Which of the calls the ACL memory driver needs ``library`` exports (read from its
+    dynamic symbol table; the library is not loaded: loading CANN's runtime has side
+    effects)."""
+    from npu_platform.memory.drivers.acl import SIGNATURES
+
+    needed = sorted(SIGNATURES)
+    info: dict[str, object] = {"library": library, "needed": needed, "missing": None, "error": None}
+    if library is None:
+        return info
+    try:
+        exported = elf.exported_symbols(library)
+    except (OSError, elf.ElfError) as exc:
+        info["error"] = str(exc) if isinstance(exc, elf.ElfError) else f"{exc.strerror or exc}"
+        return info
+    info["missing"] = [name for name in needed if name not in exported]
+    return info
+
+
+def check_acl_vm(info: dict[str, object]) -> Verdict:
+    library, missing = info["library"], info["missing"]
+    if library is None:
+        return Verdict(
+            "acl-vm",
+            "info",
+            "ACL virtual-memory API not checked",
+            "libascendcl.so was not found (see the CANN check above).",
+        )
+    if info["error"] is not None:
+        return Verdict(
+            "acl-vm",
+            "warn",
+            "cannot read the symbols of libascendcl.so",
+            f"{library}: {info['error']}",
+            f"Check that {library} is CANN's libascendcl.so; reinstall CANN if the file is "
+            "damaged.",
+        )
+    needed: list[str] = info["needed"]  # type: ignore[assignment]
+    if not missing:
+        return Verdict(
+            "acl-vm",
+            "ok",
+            "libascendcl.so exports the ACL virtual-memory API",
+            f"{library} exports all {len(needed)} calls the ACL memory driver uses (read "
+            "from its dynamic symbol table, without loading it).",
+        )
+    return Verdict(
+        "acl-vm",
+        "warn",
+        "libascendcl.so lacks the ACL virtual-memory API",
+        f"{library} does not export {', '.join(missing)} (read from its dynamic symbol "
+        "table), which npu-platform's ACL memory driver calls. vLLM sleep mode, sglang's "
+        "memory saver and torch_memory_saver regions cannot work on the NPU; inference "
+        "itself is not affected.",
+        "Install CANN 7.0 or newer (the virtual-memory calls aclrtReserveMemAddress, "
+        "aclrtMallocPhysical and aclrtMapMem arrived in 7.0) and source its set_env.sh.",
+    )
+
+
+def inspect_alloc_shim(path: str | os.PathLike[str] | None = None) -> dict[str, object]:
+    """Whether the allocator shim (default: :func:`torch_route.shim_path`) exists and loads
+    with its entry points. It is npu-platform's own plain C library, so it is loaded."""
+    from npu_platform.memory import torch_route
+
+    shim = str(torch_route.shim_path() if path is None else path)
+    symbols = [torch_route.ALLOC_FN, torch_route.FREE_FN, *SHIM_CALLBACK_SYMBOLS]
+    info: dict[str, object] = {
+        "path": shim,
+        "exists": os.path.isfile(shim),
+        "symbols": symbols,
+        "missing": None,
+        "error": None,
+    }
+    if not info["exists"]:
+        return info
+    try:
+        lib = ctypes.CDLL(shim)
+    except OSError as exc:
+        info["error"] = str(exc)
+        return info
+    info["missing"] = [name for name in symbols if not hasattr(lib, name)]
+    return info
+
+
+def check_alloc_shim(info: dict[str, object], on_npu: bool) -> Verdict:
+    path, symbols = info["path"], info["symbols"]
+    shown = ", ".join(symbols)  # type: ignore[arg-type]
+    if info["exists"] and info["error"] is None and not info["missing"]:
+        return Verdict("alloc-shim", "ok", "allocator shim loads", f"{path} exports {shown}.")
+    if not info["exists"]:
+        title, detail = "allocator shim is missing", f"{path} does not exist."
+    elif info["error"] is not None:
+        title, detail = (
+            "allocator shim cannot be loaded",
+            f"Loading {path} failed: {info['error']}.",
+        )
+    else:
+        missing = ", ".join(info["missing"])  # type: ignore[arg-type]
+        title, detail = "allocator shim lacks entry points", f"{path} does not export {missing}."
+    detail += (
+        " torch's pluggable allocator calls it for tensors created inside memory-saver "
+        "regions (vLLM sleep mode, sglang's memory saver), so those fail on the NPU."
+    )
+    return Verdict(
+        "alloc-shim",
+        "warn" if on_npu else "info",
+        title,
+        detail,
+        "Install a C compiler (gcc) and reinstall npu-platform (`pip install "
+        "--force-reinstall --no-deps npu-platform`, or `pip install -e .` in a checkout): "
+        "the build compiles npu_platform/memory/_alloc_shim.c into it.",
     )
 
 
@@ -675,7 +812,14 @@ def run_checks() -> Report:
     verdicts.append(devices_verdict)
 
     cann_info = collect_cann()
-    verdicts.append(check_cann(cann_info, versions["torch_npu"] is not None))
+    torch_npu_installed = versions["torch_npu"] is not None
+    verdicts.append(check_cann(cann_info, torch_npu_installed))
+    verdicts.append(check_cann_version(cann_info, torch_npu_installed))
+    libraries: dict[str, str | None] = cann_info["libraries"]  # type: ignore[assignment]
+    acl = cann.CANN_LIBRARIES[0]
+    acl_library = cann.library_file(acl) if libraries[acl] else None
+    cann_info["acl_vm"] = inspect_acl_vm(acl_library)
+    verdicts.append(check_acl_vm(cann_info["acl_vm"]))  # type: ignore[arg-type]
     entry_points = torch_npu_autoload_entry_points() if versions["torch_npu"] else []
     cann_info["torch_npu_autoload_entry_points"] = entry_points
     autoload = check_autoload(versions["torch_npu"], cann_info, entry_points)
@@ -686,8 +830,11 @@ def run_checks() -> Report:
     for name in SUPPORTED:
         verdicts.append(check_framework(name, versions.get(name)))
 
-    saver = inspect_torch_memory_saver()
     on_npu = detection.get("target") in ("real", "emulated")
+    shim = inspect_alloc_shim()
+    verdicts.append(check_alloc_shim(shim, on_npu))
+
+    saver = inspect_torch_memory_saver()
     verdicts.append(check_torch_memory_saver(saver, on_npu))
 
     return Report(
@@ -698,6 +845,7 @@ def run_checks() -> Report:
         torch_memory_saver=saver,
         environment=_environment(),
         verdicts=verdicts,
+        alloc_shim=shim,
     )
 
 
@@ -718,6 +866,8 @@ def render_text(report: Report, width: int = 100) -> str:
     out.append("CANN")
     for lib, where in report.cann["libraries"].items():  # type: ignore[union-attr]
         row(lib, where or "not found")
+    version: dict[str, object] = report.cann["version"]  # type: ignore[assignment]
+    row("version", version["version"] or "unknown")
     for key in ("ASCEND_HOME_PATH", "LD_LIBRARY_PATH"):
         row(key, report.cann[key] if report.cann[key] is not None else "(unset)")
     root = report.cann["default_root"]

@@ -68,6 +68,13 @@ VARIABLES: dict[str, Variable] = {
             minimum=1,
         ),
         Variable(
+            "NPU_PLATFORM_EMULATE_DEVICE_MEMORY",
+            "int",
+            4 << 30,
+            "Memory of each emulated NPU device, in bytes (host memory, taken as it is used).",
+            minimum=64 << 20,
+        ),
+        Variable(
             "NPU_PLATFORM_TORCH_NPU_DATA",
             "path",
             None,
@@ -85,7 +92,8 @@ VARIABLES: dict[str, Variable] = {
             "NPU_PLATFORM_PATCH_ONLY",
             "list",
             None,
-            "Apply only these start-up patches (default: all).",
+            "Apply only these start-up patches (default: distributed, flash_attn and "
+            "torch_memory_saver; cuda, torch_npu's transfer_to_npu, only when named).",
             choices=("cuda", "distributed", "flash_attn", "torch_memory_saver"),
         ),
     )

@@ -14,8 +14,8 @@ Same names and semantics as upstream, with these differences:
 * Errors are exceptions (subclasses of :class:`npu_platform.errors.NPUPlatformError`), never
   ``exit(1)``; pausing what is paused or resuming what is active is a logged no-op; running
   out of memory in ``resume`` leaves a consistent state that a later ``resume`` completes.
-* The driver follows detection: the host driver on the emulated NPU (and in tests), ACL on
-  an Ascend NPU, CUDA on an NVIDIA GPU. ``TorchMemorySaver(driver=...)`` overrides it.
+* The driver follows detection: ACL on an Ascend NPU (the emulated one included), CUDA on
+  an NVIDIA GPU, else host memory. ``TorchMemorySaver(driver=...)`` overrides it.
 * Only ``hook_mode = "torch"`` exists. On Ascend, ``"preload"`` cannot work because
   torch_npu reaches its allocator through ``dlsym``, which ``LD_PRELOAD`` does not
   intercept; setting it raises :class:`NotSupported`. :func:`configure_subprocess` is
@@ -24,19 +24,15 @@ Same names and semantics as upstream, with these differences:
   implemented and raises :class:`NotSupported`; ``cpu_backup_backend`` is accepted and
   ignored (the driver decides how host memory is allocated).
 * ``cuda_graph`` wraps ``torch.npu.graph`` on Ascend and ``torch.cuda.graph`` on CUDA,
-  passing every argument by keyword. The emulated NPU has no graphs: there it is a tagged
-  region around a no-op capture context (the body runs eagerly, allocations are tagged).
+  passing every argument by keyword.
 * Getters exist for ``hook_mode`` and ``memory_margin_bytes`` (upstream: set-only).
 
 How torch allocations reach the manager is an *allocator route*
 (:class:`AllocatorRoute`, installed per driver by
 :func:`npu_platform.memory.torch_route.default_route`): on a device (Ascend, CUDA) it is a
-pluggable allocator (the package's C shim) plus one memory pool per (tag, backup, device);
-in emulation it is a hook in c10's CPU allocator, compiled with ``g++`` on first use of
-``region()``, that sends the CPU allocations of threads inside a region to the manager, so
-``torch.empty(...)`` in a region is pausable there too (each allocation rounded up to the
-2 MiB granularity). :meth:`TorchMemorySaver.empty` (an npu_platform extension) also
-allocates manager memory directly.
+pluggable allocator (the package's C shim) plus one memory pool per (tag, backup, device).
+With the host driver there is no torch route: :meth:`TorchMemorySaver.empty` (an
+npu_platform extension) allocates manager memory directly.
 
 Importing this module does not import torch; the first call that needs it does.
 """
@@ -98,22 +94,6 @@ class ThreadStateRoute:
 
     def graph_pool(self, key: PoolKey) -> object | None:
         return None
-
-
-class MissingDeviceRoute(ThreadStateRoute):
-    """A real device without an allocator shim: refuse regions instead of doing nothing."""
-
-    def __init__(self, driver_name: str) -> None:
-        self.driver_name = driver_name
-
-    def region(self, key: PoolKey) -> contextlib.AbstractContextManager[Any]:
-        raise NotSupported(
-            f"torch_memory_saver.region() on a real device ({self.driver_name}) needs an "
-            "allocator route that sends torch's allocations to the memory manager (a "
-            "pluggable-allocator shim calling MemoryManager.malloc/free), and none is "
-            "installed. Install one with TorchMemorySaver.set_allocator_route(); without it "
-            "tensors allocated in the region could not be paused."
-        )
 
 
 def _env_flag(name: str) -> bool:
@@ -231,7 +211,7 @@ class TorchMemorySaver:
 
         Ascend: ``torch.npu.graph(cuda_graph, pool=, stream=, auto_dispatch_capture=,
         capture_error_mode=)``; CUDA: ``torch.cuda.graph(cuda_graph, pool=, stream=,
-        capture_error_mode=)``. Emulation: no capture (the body runs eagerly), tagged region.
+        capture_error_mode=)``; the host driver: no capture (the body runs), tagged region.
         """
         _check_backup_options(enable_cpu_backup, False, cpu_backup_backend)
         manager = self.manager
@@ -346,8 +326,7 @@ class TorchMemorySaver:
     def empty(self, shape: int | tuple[int, ...], dtype: torch.dtype | None = None) -> torch.Tensor:
         """npu_platform extension: a tensor in manager memory, tagged by the current region.
 
-        Needs a driver whose memory the CPU can address (the host driver); does not need the
-        CPU allocator hook (no compiler), which makes ``torch.empty`` in a region the same.
+        Needs a driver whose memory the CPU can address (the host driver).
         """
         from npu_platform.memory import tensors
 
@@ -357,8 +336,7 @@ class TorchMemorySaver:
                 "TorchMemorySaver.empty() makes CPU tensors over manager memory and only "
                 "works with the host driver; on a device allocate tensors inside region()"
             )
-        # Its scratch torch allocations must not be captured by the CPU hook; the tag and
-        # backup setting of the current region still apply (disable() keeps them).
+        # The tag and backup setting of the current region apply (disable() keeps them).
         with manager.disable():
             return tensors.empty(manager, shape, dtype, device=self._current_device())
 
@@ -390,7 +368,7 @@ def _preload_explanation(driver_name: str) -> str:
         )
     if driver_name == "host":
         return (
-            "hook_mode='preload' has nothing to intercept on the emulated NPU (there is no "
+            "hook_mode='preload' has nothing to intercept with the host driver (there is no "
             "device allocator library to preload); use hook_mode='torch' (the default)"
         )
     return (

@@ -23,6 +23,11 @@ logger = logging.getLogger("npu_platform.patches")
 PATCHES = ("cuda", "distributed", "flash_attn", "torch_memory_saver")
 """Every start-up patch, by the name ``NPU_PLATFORM_PATCH_ONLY`` selects it with."""
 
+DEFAULT_PATCHES = ("distributed", "flash_attn", "torch_memory_saver")
+"""Applied when ``NPU_PLATFORM_PATCH_ONLY`` is unset. ``cuda`` (torch_npu's
+``transfer_to_npu``) changes ``torch.cuda`` process-wide, which sends vLLM and sglang down
+CUDA-only paths, so programs written for CUDA (dInfer) ask for it by name."""
+
 #: ``import flash_attn...`` on an NPU gives these npu_platform modules.
 FLASH_ATTN_MODULES = {
     "flash_attn": "npu_platform.patches.flash_attn",
@@ -76,23 +81,23 @@ def decide() -> frozenset[str] | None:
             logger.debug("start-up patches inactive: %s", detection.reason)
             return frozenset()
         only = env.get("NPU_PLATFORM_PATCH_ONLY")
-        selected = frozenset(only) if only else frozenset(PATCHES)  # type: ignore[arg-type]
+        selected = frozenset(only) if only else frozenset(DEFAULT_PATCHES)  # type: ignore[arg-type]
     except Exception as exc:
         _warn("not applied in this process: %s", exc)
         return frozenset()
-    _log_once(
-        "active",
-        "npu_platform start-up patches active on the %s NPU: %s",
-        detection.target.value,
-        ", ".join(sorted(selected)),
-    )
+    # One line per process. WARNING when the CUDA redirection is on, since it changes what
+    # torch.cuda answers everywhere in the program; INFO for the import/argument rewrites.
+    with _lock:
+        first = "active" not in _logged
+        _logged.add("active")
+    if first:
+        logger.log(
+            logging.WARNING if "cuda" in selected else logging.INFO,
+            "npu_platform start-up patches active on the %s NPU: %s",
+            detection.target.value,
+            ", ".join(sorted(selected)),
+        )
     return selected
-
-
-def _target() -> Any:
-    from npu_platform.detect import detect
-
-    return detect().target
 
 
 def activated(finder: Any) -> None:
@@ -131,38 +136,37 @@ def module_loaded(finder: Any, module: ModuleType) -> None:
         elif "distributed" in finder.selected:
             from . import distributed
 
-            changed = distributed.patch_parallel_state(module, _target())
+            changed = distributed.patch_parallel_state(module)
             if changed:
                 _log_once(
                     f"distributed:{name}",
                     "patch distributed: %s.%s map backend 'nccl' to '%s'",
                     name,
                     "/".join(changed),
-                    distributed.backend_for(_target()),
+                    distributed.BACKEND,
                 )
     except Exception as exc:
         logger.warning("npu_platform start-up patches: patching %s failed", name, exc_info=exc)
 
 
 def _patch_torch(finder: Any, torch: ModuleType) -> None:
-    target = _target()
     if "cuda" in finder.selected:
         try:
             from . import cuda
 
-            how = cuda.apply(target)
+            how = cuda.apply()
             _log_once("cuda", "patch cuda: %s", how)
         except Exception as exc:
             logger.warning("npu_platform start-up patches: patch cuda failed", exc_info=exc)
     if "distributed" in finder.selected:
         from . import distributed
 
-        changed = distributed.patch_torch(target)
+        changed = distributed.patch_torch()
         _log_once(
             "distributed:torch",
             "patch distributed: torch.distributed.%s map backend 'nccl' to '%s'",
             "/".join(changed),
-            distributed.backend_for(target),
+            distributed.BACKEND,
         )
 
 

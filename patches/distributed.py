@@ -1,4 +1,4 @@
-"""Process-group backends: ``nccl`` becomes ``hccl`` on an Ascend NPU, ``gloo`` in emulation.
+"""Process-group backends: ``nccl`` becomes ``hccl`` on an Ascend NPU.
 
 Patched (each function is wrapped once; the wrapper rewrites two arguments and calls the
 original):
@@ -12,11 +12,10 @@ original):
   right after the import (so ``vllm.distributed`` and ``sglang.srt.distributed``, which
   re-export them, hand out the wrappers too).
 
-``backend``: ``"nccl"`` becomes ``"hccl"`` (real NPU) or ``"gloo"`` (emulated NPU);
-per-device strings are rewritten entry by entry (``"cpu:gloo,cuda:nccl"`` becomes
-``"cpu:gloo,npu:hccl"``, or ``"cpu:gloo"`` in emulation). Other names and ``None`` pass
-unchanged. ``device_id`` (a CUDA ``torch.device`` or an index): becomes the same NPU on a
-real NPU and is dropped in emulation (gloo on the CPU needs no device binding).
+``backend``: ``"nccl"`` becomes ``"hccl"``; per-device strings are rewritten entry by entry
+(``"cpu:gloo,cuda:nccl"`` becomes ``"cpu:gloo,npu:hccl"``). Other names and ``None`` pass
+unchanged. ``device_id`` (a CUDA ``torch.device`` or an index) becomes the NPU with the same
+index.
 """
 
 from __future__ import annotations
@@ -28,26 +27,20 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from npu_platform.detect import Target
-
 MARK = "__npu_platform_patched__"
 PARALLEL_STATE_FUNCTIONS = ("init_distributed_environment", "initialize_model_parallel")
 
 
-def backend_for(target: Target) -> str:
-    return "hccl" if target is Target.REAL else "gloo"
+BACKEND = "hccl"
+DEVICE_TYPE = "npu"
 
 
-def device_type_for(target: Target) -> str:
-    return "npu" if target is Target.REAL else "cpu"
-
-
-def map_backend(value: Any, target: Target) -> Any:
+def map_backend(value: Any) -> Any:
     """The backend string to use on ``target`` instead of ``value`` (see the module doc)."""
     if not isinstance(value, str):
         return value
     text = value.strip()
-    backend = backend_for(target)
+    backend = BACKEND
     if ":" not in text:
         return backend if text.lower() == "nccl" else value
     entries: dict[str, str] = {}
@@ -55,15 +48,15 @@ def map_backend(value: Any, target: Target) -> Any:
         device, _, name = part.strip().partition(":")
         device, name = device.strip().lower(), name.strip()
         if device == "cuda":
-            device = device_type_for(target)
+            device = DEVICE_TYPE
         if name.lower() == "nccl":
             name = backend
         entries.setdefault(device, name)
     return ",".join(f"{device}:{name}" for device, name in entries.items())
 
 
-def map_device_id(value: Any, target: Target) -> Any:
-    """``device_id`` for ``target``: the NPU with the same index, or None in emulation."""
+def map_device_id(value: Any) -> Any:
+    """``device_id``: the NPU with the same index as a CUDA device or a bare index."""
     if value is None:
         return None
     import torch
@@ -74,9 +67,7 @@ def map_device_id(value: Any, target: Target) -> Any:
         index = value.index
     else:
         return value
-    if target is not Target.REAL:
-        return None
-    return torch.device("npu", index if index is not None else 0)
+    return torch.device(DEVICE_TYPE, index if index is not None else 0)
 
 
 def _wrap(fn: Callable[..., Any], converters: dict[str, Callable[[Any], Any]]) -> Any:
@@ -103,10 +94,10 @@ def _wrap(fn: Callable[..., Any], converters: dict[str, Callable[[Any], Any]]) -
     return wrapper
 
 
-def _converters(target: Target, *, device_id: bool) -> dict[str, Callable[[Any], Any]]:
-    out: dict[str, Callable[[Any], Any]] = {"backend": lambda v: map_backend(v, target)}
+def _converters(*, device_id: bool) -> dict[str, Callable[[Any], Any]]:
+    out: dict[str, Callable[[Any], Any]] = {"backend": map_backend}
     if device_id:
-        out["device_id"] = lambda v: map_device_id(v, target)
+        out["device_id"] = map_device_id
     return out
 
 
@@ -126,7 +117,7 @@ def _patch_function(
     return True
 
 
-def patch_torch(target: Target) -> list[str]:
+def patch_torch() -> list[str]:
     """Wrap torch.distributed's ``init_process_group`` and ``new_group``; the names done."""
     import torch.distributed as dist
 
@@ -135,12 +126,12 @@ def patch_torch(target: Target) -> list[str]:
     c10d = sys.modules["torch.distributed.distributed_c10d"]
     done = []
     for name in ("init_process_group", "new_group"):
-        if _patch_function([c10d, dist], name, _converters(target, device_id=True)):
+        if _patch_function([c10d, dist], name, _converters(device_id=True)):
             done.append(name)
     return done
 
 
-def patch_parallel_state(module: ModuleType, target: Target) -> list[str]:
+def patch_parallel_state(module: ModuleType) -> list[str]:
     """Wrap a vLLM/sglang ``parallel_state`` module's functions; the names done.
 
     The package above it (``vllm.distributed``...) is rebound too when it already re-exports
@@ -153,5 +144,5 @@ def patch_parallel_state(module: ModuleType, target: Target) -> list[str]:
     return [
         name
         for name in PARALLEL_STATE_FUNCTIONS
-        if _patch_function(modules, name, _converters(target, device_id=False))
+        if _patch_function(modules, name, _converters(device_id=False))
     ]

@@ -5,15 +5,15 @@ Imports sglang's own ``sglang.srt.utils.torch_memory_saver_adapter`` (unmodified
 the adapter the way sglang does (``TorchMemorySaverAdapter.create(enable=True)``), puts a
 256 MiB tensor in a ``kv_cache`` region, then pauses and resumes that tag, printing the
 process's resident memory (VmRSS from /proc/self/status) at each step. The tensor is made
-as sglang's KV pools make theirs, with ``torch.empty`` inside the region; on the emulated
-NPU, npu_platform's CPU allocator hook (compiled with g++ on first use) puts it in the
-memory manager's host memory. ``--direct`` allocates with ``torch_memory_saver.empty`` (an
-npu_platform extension that needs no compiler) instead.
+as sglang's KV pools make theirs, with ``torch.empty(..., device="npu")`` inside the region;
+npu_platform's allocator route (torch_npu's pluggable allocator and a memory pool per tag)
+puts it in the memory manager, whose ACL driver runs on the emulation's libascendcl.so, as
+on an Ascend NPU. The emulated device's memory is host memory, so RSS shows it.
 
 Run:  NPU_PLATFORM_EMULATE=1 .venv/bin/python scripts/check_sglang_memory_saver.py
 (it turns emulation on itself when NPU_PLATFORM_EMULATE is unset). Exits 1 if RSS does not
 fall by most of the region on pause and rise again on resume, or if the data or the address
-changes.
+changes; 2 when not on the emulated NPU (a real NPU's memory does not show in RSS).
 """
 
 from __future__ import annotations
@@ -36,18 +36,16 @@ def rss_bytes() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256, help="region size in MiB (256)")
-    parser.add_argument(
-        "--direct",
-        action="store_true",
-        help="allocate with torch_memory_saver.empty instead of torch.empty in the region",
-    )
     args = parser.parse_args(argv)
     os.environ.setdefault("NPU_PLATFORM_EMULATE", "1")
 
-    from npu_platform.detect import Target, detect
+    from npu_platform.detect import detect
 
-    if detect().target is not Target.EMULATED:
-        print("this check runs on the emulated NPU: set NPU_PLATFORM_EMULATE=1", file=sys.stderr)
+    if not detect().emulated:
+        print(
+            "this check measures RSS, so it runs on the emulated NPU: set NPU_PLATFORM_EMULATE=1",
+            file=sys.stderr,
+        )
         return 2
 
     # sglang's adapter module, as sglang imports it; its `import torch_memory_saver` is
@@ -68,13 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     size = args.mib * MIB
     start = rss_bytes()
     with adapter.region("kv_cache"):
-        if args.direct:
-            kv = saver.empty(size, dtype=torch.uint8)
-        else:
-            kv = torch.empty(size, dtype=torch.uint8)  # as sglang's KV pools allocate
-    how = "torch_memory_saver.empty" if args.direct else "torch.empty in the region"
+        kv = torch.empty(size, dtype=torch.uint8, device="npu")  # as sglang's KV pools do
     in_manager = saver.manager.owns(kv.data_ptr())
-    print(f"allocated with {how}; in npu_platform's manager: {in_manager}")
+    print(
+        f"allocated with torch.empty on {kv.device} in the region; "
+        f"in npu_platform's manager: {in_manager} (driver: {saver.manager.driver.name})"
+    )
     if not in_manager:
         return 1
     kv.fill_(0x5A)

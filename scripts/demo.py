@@ -33,10 +33,8 @@ def _prepare_environment() -> str:
     if os.environ.get("NPU_PLATFORM_EMULATE") is None and not detect().is_npu:
         os.environ["NPU_PLATFORM_EMULATE"] = "1"
         detect(refresh=True)
-    # vLLM is integrated through its platform plugin; the start-up patches for unmodified
-    # CUDA programs are not needed here.
-    # (Patches stay at their default: vLLM must also work with them active.)
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # vLLM runs as users run it: its default multiprocessing, start-up patches at their
+    # default.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     return detect().target.value
 
@@ -82,7 +80,7 @@ def main() -> int:
 
         generated = sum(len(o.outputs[0].token_ids) for o in outputs)
         platform = f"{type(current_platform).__module__}.{type(current_platform).__qualname__}"
-        emulated = bool(getattr(current_platform, "emulated", False))
+        emulated = target == "emulated"
         print(f"vLLM platform: {platform} ({current_platform.get_device_name()})")
         if emulated:
             print("Ran on the EMULATED Ascend NPU (NPU_PLATFORM_EMULATE=1, CPU-backed).")

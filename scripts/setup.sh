@@ -86,6 +86,14 @@ wanted = (
     "torch_npu/op_plugin/meta/_meta_registrations.py",
     "torch_npu/include/acl/",
     "torch_npu/include/torch_npu/csrc/npu/NPUPluggableAllocator.h",
+    "torch_npu/include/third_party/op-plugin/op_plugin/include/AtbOpsInterface.h",
+    # torch_npu's Python API, read (never imported) by the emulated torch_npu's signature test.
+    "torch_npu/__init__.py",
+    "torch_npu/version.py",
+    "torch_npu/npu/",
+    "torch_npu/contrib/",
+    "torch_npu/utils/",
+    "torch_npu/distributed/",
 )
 shutil.rmtree(os.path.join(dest, "torch_npu"), ignore_errors=True)
 with zipfile.ZipFile(wheel) as zf:

@@ -29,6 +29,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def load_emulated_torch_npu() -> None:
+    """Load the emulated torch_npu into this process, as torch's autoload does at start-up
+    when NPU_PLATFORM_EMULATE=1. Once loaded, ``torch.npu`` stays for the whole process."""
+    from npu_platform.emulation import autoload
+
+    autoload.autoload()
+
+
 @pytest.fixture
 def emulated(monkeypatch: pytest.MonkeyPatch):
     """Switch this process to the emulated NPU for one test, and back afterwards."""
@@ -36,6 +44,7 @@ def emulated(monkeypatch: pytest.MonkeyPatch):
     from npu_platform.detect import detect
 
     monkeypatch.setenv("NPU_PLATFORM_EMULATE", "1")
+    load_emulated_torch_npu()
     detect(refresh=True)
     device.reset_backend()
     yield

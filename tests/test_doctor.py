@@ -7,13 +7,18 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from npu_platform import cann, doctor
+from npu_platform import cann, doctor, elf
+from npu_platform.memory import torch_route
+from npu_platform.memory.driver import DriverError
+from npu_platform.memory.drivers import acl as acl_driver
+from tests.fake_acl import build as fake_acl_build
 from tests.fakedist import (
     NPU_SMI_310P_DUO,
     NPU_SMI_910B_X2,
@@ -47,7 +52,7 @@ def site(tmp_path: Path) -> Path:
     return folder
 
 
-def supported_frameworks(site_dir: Path, vllm: str = "0.33.1", sglang: str = "0.5.23") -> None:
+def supported_frameworks(site_dir: Path, vllm: str = "0.32.0", sglang: str = "0.5.23") -> None:
     """Shadow whatever vLLM/sglang the host has (default: versions inside the supported
     ranges), so that verdicts about them do not depend on the host."""
     make_dist(site_dir, "vllm", vllm)
@@ -231,7 +236,8 @@ def test_torch_pair_levels(torch_version: str | None, npu_version: str | None, l
     [
         ("vllm", "0.20.0", "error"),
         ("vllm", "0.34.0", "error"),
-        ("vllm", "0.33.2", "ok"),
+        ("vllm", "0.33.0", "error"),  # not tested yet: outside the range
+        ("vllm", "0.32.3", "ok"),
         ("sglang", "0.4.9", "error"),
         ("sglang", "0.6.0", "error"),
         ("sglang", "0.5.24", "ok"),
@@ -263,9 +269,10 @@ def test_framework_not_installed_is_informational() -> None:
 
 
 def test_framework_pre_release_and_local_builds_inside_range() -> None:
-    assert doctor.check_framework("vllm", "0.33.0rc1").level == "ok"
+    assert doctor.check_framework("vllm", "0.32.1rc1").level == "ok"
     assert doctor.check_framework("vllm", "0.32.1.dev3+g1234abc").level == "ok"
     assert doctor.check_framework("vllm", "0.32.0+cpu").level == "ok"
+    assert doctor.check_framework("vllm", "0.33.0rc1").level == "error"
     assert doctor.check_framework("vllm", "0.34.0rc1").level == "error"
 
 
@@ -514,3 +521,349 @@ def test_classify_shared_object() -> None:
     assert doctor.classify_shared_object(b"\x7fELF..cuMemCreate..") == "cuda"
     assert doctor.classify_shared_object(b"\x7fELF..libascendcl.so..") == "ascend"
     assert doctor.classify_shared_object(b"\x7fELF..libc.so.6..") == "unknown"
+
+
+# --------------------------------------------------------------------------- CANN version
+
+# Version files as CANN writes them (formats from CANN 8.x installs).
+TOOLKIT_INSTALL_INFO = """\
+package_name=Ascend-cann-toolkit
+version=8.3.RC2
+innerversion=V100R001C23SPC002B210
+compatible_version=[V100R001C15],[V100R001C18],[V100R001C19],[V100R001C20]
+arch={arch}
+os=linux
+path=/usr/local/Ascend/ascend-toolkit/8.3.RC2/{arch}-linux
+"""
+VERSION_CFG = """\
+# version: 1.0
+runtime_running_version=[7.6.0.1.220:8.0.0]
+compiler_running_version=[7.6.0.1.220:8.0.0]
+hccl_running_version=[7.6.0.1.220:8.0.0]
+"""
+COMPILER_VERSION_INFO = """\
+Version=7.8.T5.0.B028
+version_dir=8.2.T2
+timestamp=20250603_154703350
+required_package_runtime_version="7.8"
+"""
+COMPONENT_ONLY_VERSION_INFO = "Version=9.1.0\ntimestamp=20260101_000000000\n"
+
+
+def write_cann_files(root: Path, files: dict[str, str]) -> Path:
+    arch = cann.host_arch()
+    for rel, text in files.items():
+        path = root / rel.format(arch=arch)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.format(arch=arch) if "{arch}" in text else text)
+    return root
+
+
+@pytest.mark.parametrize(
+    ("files", "version", "kind", "source"),
+    [
+        (
+            {"{arch}-linux/ascend_toolkit_install.info": TOOLKIT_INSTALL_INFO},
+            "8.3.RC2",
+            "release",
+            "{arch}-linux/ascend_toolkit_install.info",
+        ),
+        ({"version.cfg": VERSION_CFG}, "8.0.0", "release", "version.cfg"),
+        (
+            {"compiler/version.info": COMPILER_VERSION_INFO},
+            "8.2.T2",
+            "release",
+            "compiler/version.info",
+        ),
+        (
+            {"opp/version.info": COMPONENT_ONLY_VERSION_INFO},
+            "9.1.0",
+            "component",
+            "opp/version.info",
+        ),
+        (  # the toolkit's own record wins over version.cfg
+            {
+                "version.cfg": VERSION_CFG,
+                "{arch}-linux/ascend_toolkit_install.info": TOOLKIT_INSTALL_INFO,
+            },
+            "8.3.RC2",
+            "release",
+            "{arch}-linux/ascend_toolkit_install.info",
+        ),
+        (  # a release number beats a component's own one, even in a later file
+            {
+                "compiler/version.info": COMPONENT_ONLY_VERSION_INFO,
+                "opp/version.info": COMPILER_VERSION_INFO,
+            },
+            "8.2.T2",
+            "release",
+            "opp/version.info",
+        ),
+        (  # a version file without a version is passed over
+            {"version.cfg": "# version: 1.0\n", "compiler/version.info": COMPILER_VERSION_INFO},
+            "8.2.T2",
+            "release",
+            "compiler/version.info",
+        ),
+    ],
+)
+def test_cann_version_files(
+    tmp_path: Path, files: dict[str, str], version: str, kind: str, source: str
+) -> None:
+    root = write_cann_files(tmp_path / "toolkit", files)
+    found = cann.find_version({"ASCEND_HOME_PATH": str(root)})
+    assert (found.version, found.kind) == (version, kind)
+    assert found.source == str(root / source.format(arch=cann.host_arch()))
+    assert found.roots[0] == str(root)
+
+
+def test_cann_version_in_the_doctor_report(tmp_path: Path) -> None:
+    root = tmp_path / "Ascend" / "ascend-toolkit" / "latest"
+    make_fake_cann(root / "lib64")
+    write_cann_files(root, {"version.cfg": VERSION_CFG})
+    code, report = run_doctor(tmp_path, ASCEND_HOME_PATH=str(root))
+    assert report["cann"]["version"]["version"] == "8.0.0"
+    v = verdict(report, "cann-version")
+    assert (v["level"], v["title"]) == ("ok", "CANN 8.0.0")
+    assert str(root / "version.cfg") in v["detail"]
+    code, out = run_doctor(tmp_path, as_json=False, ASCEND_HOME_PATH=str(root))
+    assert "  version              8.0.0\n" in out["text"]
+
+
+def test_cann_version_found_through_the_library_folder(tmp_path: Path) -> None:
+    """Only LD_LIBRARY_PATH is set (no ASCEND_HOME_PATH): the install holding libascendcl.so
+    is where the version file is looked for."""
+    root = tmp_path / "cann-8.5.0"
+    libs = make_fake_cann(root / "lib64")
+    write_cann_files(root, {"{arch}-linux/ascend_toolkit_install.info": TOOLKIT_INSTALL_INFO})
+    code, report = run_doctor(tmp_path, LD_LIBRARY_PATH=str(libs))
+    v = verdict(report, "cann-version")
+    assert (v["level"], v["title"]) == ("ok", "CANN 8.3.RC2")
+
+
+def test_cann_component_version_is_labelled(tmp_path: Path) -> None:
+    root = write_cann_files(tmp_path / "toolkit", {"opp/version.info": "Version=9.1.0\n"})
+    make_fake_cann(root / "lib64")
+    code, report = run_doctor(tmp_path, ASCEND_HOME_PATH=str(root))
+    v = verdict(report, "cann-version")
+    assert v["level"] == "ok"
+    assert v["title"] == "CANN 9.1.0 (the opp component's number)"
+    assert "can differ from the CANN release" in v["detail"]
+
+
+@clean_host
+def test_cann_version_unknown_says_where_it_looked(tmp_path: Path) -> None:
+    root = tmp_path / "toolkit"
+    make_fake_cann(root / "lib64")  # the libraries are there, the version files are not
+    code, report = run_doctor(tmp_path, ASCEND_HOME_PATH=str(root))
+    v = verdict(report, "cann-version")
+    assert (v["level"], v["title"]) == ("warn", "CANN version unknown")
+    assert str(root) in v["detail"]
+    assert "version.cfg" in v["detail"] and "ascend_toolkit_install.info" in v["detail"]
+    assert "ASCEND_HOME_PATH" in v["fix"]
+    assert report["cann"]["version"]["version"] is None
+    assert str(root / "version.cfg") in report["cann"]["version"]["looked"]
+
+
+@clean_host
+def test_cann_version_unknown_without_cann_is_informational(tmp_path: Path) -> None:
+    code, report = run_doctor(tmp_path)
+    v = verdict(report, "cann-version")
+    assert (v["level"], v["fix"]) == ("info", None)
+    assert cann.DEFAULT_TOOLKIT_ROOTS[0] in v["detail"]
+
+
+# --------------------------------------------------------------------------- ACL virtual memory
+
+#: Calls the ACL memory driver needs that the "old CANN" library below does not export.
+HIDDEN_VM_CALLS = ("aclrtMallocPhysical", "aclrtMapMem", "aclrtReserveMemAddress")
+
+
+def _compile_fake_acl(out: Path, *extra: str) -> Path:
+    """The fake libascendcl (tests/fake_acl) compiled with extra compiler/linker flags."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cc = fake_acl_build.compiler()
+    assert cc is not None
+    cmd = [
+        cc,
+        "-shared",
+        "-fPIC",
+        *fake_acl_build.CFLAGS,
+        "-I",
+        fake_acl_build.acl_include_dir(),
+        *extra,
+        "-o",
+        str(out),
+        fake_acl_build.SOURCE,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"{' '.join(cmd)}:\n{proc.stderr}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def fake_acl_libs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Fake libascendcl.so builds, each in its own lib64 folder: ``full`` (every call),
+    ``old`` (:data:`HIDDEN_VM_CALLS` kept local by a linker version script, as on a CANN
+    without the virtual-memory API), ``sysv`` (a DT_HASH table instead of DT_GNU_HASH)."""
+    if fake_acl_build.compiler() is None:
+        pytest.skip("no C compiler (cc/gcc/clang)")
+    base = tmp_path_factory.mktemp("fake_acl_libs")
+    script = base / "hide_vm.map"
+    script.write_text("{ local: " + "; ".join(HIDDEN_VM_CALLS) + "; };\n")
+    name = fake_acl_build.LIBRARY_NAME
+    return {
+        "full": _compile_fake_acl(base / "full" / "lib64" / name),
+        "old": _compile_fake_acl(base / "old" / "lib64" / name, f"-Wl,--version-script={script}"),
+        "sysv": _compile_fake_acl(base / "sysv" / "lib64" / name, "-Wl,--hash-style=sysv"),
+    }
+
+
+def _cann_with(tmp_path: Path, library: Path) -> Path:
+    """A CANN tree in tmp_path whose lib64 holds ``library`` and a placeholder libhccl."""
+    root = tmp_path / "Ascend" / "ascend-toolkit" / "latest"
+    libs = make_fake_cann(root / "lib64", ["libhccl.so"])
+    (libs / "libascendcl.so").write_bytes(library.read_bytes())
+    write_cann_files(root, {"version.cfg": VERSION_CFG})
+    return root
+
+
+def test_acl_vm_api_present(tmp_path: Path, fake_acl_libs: dict[str, Path]) -> None:
+    root = _cann_with(tmp_path, fake_acl_libs["full"])
+    code, report = run_doctor(tmp_path, ASCEND_HOME_PATH=str(root))
+    info = report["cann"]["acl_vm"]
+    assert info["library"] == str(root / "lib64" / "libascendcl.so")
+    assert info["missing"] == [] and info["error"] is None
+    assert set(info["needed"]) == set(acl_driver.SIGNATURES)
+    v = verdict(report, "acl-vm")
+    assert (v["level"], v["fix"]) == ("ok", None)
+    assert f"all {len(acl_driver.SIGNATURES)} calls" in v["detail"]
+
+
+def test_acl_vm_api_missing(tmp_path: Path, fake_acl_libs: dict[str, Path]) -> None:
+    root = _cann_with(tmp_path, fake_acl_libs["old"])
+    code, report = run_doctor(tmp_path, ASCEND_HOME_PATH=str(root))
+    assert report["cann"]["acl_vm"]["missing"] == sorted(HIDDEN_VM_CALLS)
+    v = verdict(report, "acl-vm")
+    assert v["level"] == "warn"
+    assert v["title"] == "libascendcl.so lacks the ACL virtual-memory API"
+    assert ", ".join(sorted(HIDDEN_VM_CALLS)) in v["detail"]
+    assert "sleep mode" in v["detail"]
+    assert "CANN 7.0 or newer" in v["fix"]
+    # the library really lacks them: the driver refuses it with the same news
+    hidden = "|".join(HIDDEN_VM_CALLS)
+    with pytest.raises(DriverError, match=f"has no ({hidden}): .* needs CANN 7.0 or newer"):
+        acl_driver.AclDriver(str(fake_acl_libs["old"]))
+
+
+def test_acl_vm_unreadable_library(tmp_path: Path) -> None:
+    libs = make_fake_cann(tmp_path / "cann-libs")  # placeholders, not real ELF libraries
+    code, report = run_doctor(tmp_path, LD_LIBRARY_PATH=str(libs))
+    v = verdict(report, "acl-vm")
+    assert (v["level"], v["title"]) == ("warn", "cannot read the symbols of libascendcl.so")
+    assert str(libs / "libascendcl.so") in v["detail"]
+    assert v["fix"]
+
+
+@clean_host
+def test_acl_vm_not_checked_without_cann(tmp_path: Path) -> None:
+    code, report = run_doctor(tmp_path)
+    v = verdict(report, "acl-vm")
+    assert (v["level"], v["title"]) == ("info", "ACL virtual-memory API not checked")
+    assert report["cann"]["acl_vm"]["library"] is None
+
+
+def test_elf_symbols_match_nm(fake_acl_libs: dict[str, Path]) -> None:
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) is not installed")
+    for kind, path in fake_acl_libs.items():
+        proc = subprocess.run(
+            [nm, "-D", "--defined-only", str(path)], capture_output=True, text=True, check=True
+        )
+        expected = {line.split()[-1].split("@")[0] for line in proc.stdout.splitlines()}
+        assert elf.exported_symbols(path) == expected, kind
+    assert not set(HIDDEN_VM_CALLS) & elf.exported_symbols(fake_acl_libs["old"])
+
+
+@pytest.mark.parametrize("kind", ["full", "sysv"])
+def test_elf_symbols_without_section_headers(
+    tmp_path: Path, fake_acl_libs: dict[str, Path], kind: str
+) -> None:
+    """A library whose section headers are gone is read through its dynamic segment (with
+    a GNU hash table for ``full``, a SysV one for ``sysv``)."""
+    data = bytearray(fake_acl_libs[kind].read_bytes())
+    assert data[4] == 2 and data[5] == 1, "the test edits a little-endian ELF64 header"
+    data[0x28:0x30] = bytes(8)  # e_shoff
+    data[0x3C:0x40] = bytes(4)  # e_shnum, e_shstrndx
+    stripped = tmp_path / "libstripped.so"
+    stripped.write_bytes(bytes(data))
+    assert elf.exported_symbols(stripped) == elf.exported_symbols(fake_acl_libs[kind])
+    assert set(acl_driver.SIGNATURES) <= elf.exported_symbols(stripped)
+
+
+def test_elf_rejects_what_is_not_elf(tmp_path: Path) -> None:
+    text = tmp_path / "libascendcl.so"
+    text.write_text("INPUT(libascendcl.so.1)\n")  # a linker script, as some distros ship
+    with pytest.raises(elf.ElfError, match="is not an ELF file"):
+        elf.exported_symbols(text)
+    truncated = tmp_path / "libtruncated.so"
+    truncated.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(20))
+    with pytest.raises(elf.ElfError, match="truncated"):
+        elf.exported_symbols(truncated)
+
+
+# --------------------------------------------------------------------------- allocator shim
+
+PARTIAL_SHIM = """\
+#include <stddef.h>
+void *npu_platform_alloc(size_t size, int device, void *stream) {
+    (void)size; (void)device; (void)stream; return NULL;
+}
+void npu_platform_free(void *ptr, size_t size, int device, void *stream) {
+    (void)ptr; (void)size; (void)device; (void)stream;
+}
+"""
+
+
+def test_alloc_shim_of_this_checkout_loads(tmp_path: Path) -> None:
+    if not torch_route.shim_path().is_file():
+        pytest.skip(f"{torch_route.shim_path()} is not built in this checkout")
+    code, report = run_doctor(tmp_path, NPU_PLATFORM_EMULATE="1")
+    assert report["alloc_shim"]["path"] == str(torch_route.shim_path())
+    assert report["alloc_shim"]["missing"] == []
+    v = verdict(report, "alloc-shim")
+    assert (v["level"], v["title"]) == ("ok", "allocator shim loads")
+    for symbol in (torch_route.ALLOC_FN, torch_route.FREE_FN, *doctor.SHIM_CALLBACK_SYMBOLS):
+        assert symbol in v["detail"]
+
+
+def test_alloc_shim_missing(tmp_path: Path) -> None:
+    info = doctor.inspect_alloc_shim(tmp_path / "_alloc_shim.so")
+    assert info["exists"] is False
+    v = doctor.check_alloc_shim(info, on_npu=True)
+    assert (v.level, v.title) == ("warn", "allocator shim is missing")
+    assert "C compiler" in v.fix and "_alloc_shim.c" in v.fix
+    # without an NPU nothing needs it
+    assert doctor.check_alloc_shim(info, on_npu=False).level == "info"
+
+
+def test_alloc_shim_not_loadable(tmp_path: Path) -> None:
+    shim = tmp_path / "_alloc_shim.so"
+    shim.write_bytes(b"not a shared library")
+    v = doctor.check_alloc_shim(doctor.inspect_alloc_shim(shim), on_npu=True)
+    assert (v.level, v.title) == ("warn", "allocator shim cannot be loaded")
+    assert str(shim) in v.detail
+
+
+def test_alloc_shim_lacking_entry_points(tmp_path: Path) -> None:
+    if fake_acl_build.compiler() is None:
+        pytest.skip("no C compiler (cc/gcc/clang)")
+    source = tmp_path / "partial_shim.c"
+    source.write_text(PARTIAL_SHIM)
+    shim = fake_acl_build.compile_shared(str(source), str(tmp_path / "_alloc_shim.so"), [])
+    info = doctor.inspect_alloc_shim(shim)
+    assert info["missing"] == list(doctor.SHIM_CALLBACK_SYMBOLS)
+    v = doctor.check_alloc_shim(info, on_npu=True)
+    assert (v.level, v.title) == ("warn", "allocator shim lacks entry points")
+    assert "npu_platform_set_callbacks, npu_platform_has_callbacks" in v.detail

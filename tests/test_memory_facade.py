@@ -1,4 +1,9 @@
-"""npu_platform.torch_memory_saver: torch_memory_saver 0.0.10's API in emulation."""
+"""npu_platform.torch_memory_saver: torch_memory_saver 0.0.10's API.
+
+On the emulated NPU (``npu`` tensors, the ACL driver, the pool route) in a fresh process and
+in this one (graph capture), and over the host driver, whose facade allocates with
+:meth:`TorchMemorySaver.empty`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +22,8 @@ from npu_platform import torch_memory_saver as tms_module
 from npu_platform.memory.drivers.host import HostDriver
 from npu_platform.memory.errors import NotSupported, ResumeOutOfMemory
 from npu_platform.memory.manager import State
+from npu_platform.memory.table import PoolKey
+from npu_platform.memory.torch_route import AllocShim, PoolRoute, shim_path
 from npu_platform.torch_memory_saver import TorchMemorySaver, configure_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +33,23 @@ KIB = 1 << 10
 @pytest.fixture
 def saver() -> TorchMemorySaver:
     return TorchMemorySaver(driver=HostDriver(granularity=64 * KIB))
+
+
+@pytest.fixture
+def npu_saver(emulated) -> Iterator[TorchMemorySaver]:
+    """A fresh facade on the emulated NPU; the process-wide allocator shim (which serves one
+    manager at a time) goes back to the manager it served before."""
+    shim = AllocShim.shared() if shim_path().is_file() else None
+    previous = None if shim is None else shim.manager
+    saver = TorchMemorySaver()
+    assert saver.driver.name == "acl" and isinstance(saver._route, PoolRoute)
+    yield saver
+    gc.collect()
+    if shim is not None and shim.manager is not previous:
+        if previous is None:
+            shim.disconnect()
+        else:
+            shim.connect(previous)
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -86,20 +111,23 @@ def test_script_uses_only_the_torch_memory_saver_api() -> None:
 
         tms.hook_mode = "torch"
         with tms.region(tag="weights", enable_cpu_backup=True):
-            weights = tms.empty((1024, 1024), torch.float32)   # 4 MiB
+            weights = torch.empty((1024, 1024), dtype=torch.float32, device="npu")  # 4 MiB
         with tms.region(tag="kv_cache"):
-            kv_cache = tms.empty((64 << 20,), torch.uint8)     # 64 MiB
+            kv_cache = torch.empty((64 << 20,), dtype=torch.uint8, device="npu")  # 64 MiB
             with tms.disable():
-                ordinary = torch.ones(10)
+                ordinary = torch.ones(10, device="npu")
+        assert tms.manager.driver.name == "acl"
+        assert tms.manager.owns(weights.data_ptr()) and tms.manager.owns(kv_cache.data_ptr())
+        assert not tms.manager.owns(ordinary.data_ptr())
         weights.copy_(torch.arange(1024 * 1024, dtype=torch.float32).view(1024, 1024))
         kv_cache.fill_(7)
-        expected = weights.clone()
+        expected = weights.cpu()
         ptrs = (weights.data_ptr(), kv_cache.data_ptr())
 
         before = rss()
         tms.pause("kv_cache")
         assert before - rss() > 0.99 * (64 << 20), "kv_cache memory returned"
-        assert torch.equal(weights, expected), "weights still readable"
+        assert torch.equal(weights.cpu(), expected), "weights still readable"
         tms.pause()                                  # pause everything else too
         tms.pause()                                  # double pause: logged no-op
         assert torch.equal(tms.get_cpu_backup(weights), expected)
@@ -107,13 +135,14 @@ def test_script_uses_only_the_torch_memory_saver_api() -> None:
         tms.resume()
         tms.resume()                                 # double resume: logged no-op
         assert (weights.data_ptr(), kv_cache.data_ptr()) == ptrs
-        assert torch.equal(weights, expected), "cpu backup restored"
+        assert torch.equal(weights.cpu(), expected), "cpu backup restored"
         assert int(kv_cache.max()) == 0, "no backup: contents discarded"
         assert tms.get_cpu_backup(weights) is None
         tms.retain_cpu_backup = True
         tms.pause("weights"); tms.resume("weights")
         assert torch.equal(tms.get_cpu_backup(weights, zero_copy=True), expected)
         tms.memory_margin_bytes = 0
+        assert float(ordinary.sum()) == 10.0, "ordinary memory was never paused"
         print("OK")
         """,
         NPU_PLATFORM_EMULATE="1",
@@ -136,8 +165,43 @@ def test_region_nesting_and_disable(saver: TorchMemorySaver) -> None:
     assert mgr.info(t.data_ptr()).tag == "inner"
 
 
-def test_cuda_graph_is_a_tagged_region_in_emulation(saver: TorchMemorySaver) -> None:
-    with saver.cuda_graph(object(), tag="graph", enable_cpu_backup=True):
+def test_cuda_graph_captures_and_replays_in_a_tagged_region(
+    npu_saver: TorchMemorySaver,
+) -> None:
+    """On the emulated NPU: a real torch.npu graph capture, its memory in the tag's pool."""
+    saver = npu_saver
+    graph = torch.npu.NPUGraph()
+    static_in = torch.ones(1024, device="npu")
+    with saver.cuda_graph(graph, tag="graph", enable_cpu_backup=True):
+        assert torch.npu.is_current_stream_capturing()
+        static_out = static_in * 2 + 1
+    assert not torch.npu.is_current_stream_capturing()
+    info = saver.manager.info(static_out.data_ptr())
+    assert (info.tag, info.enable_cpu_backup) == ("graph", True)
+    assert not saver.manager.owns(static_in.data_ptr()), "made outside: ordinary memory"
+    key = PoolKey("graph", True, 0)
+    assert graph.pool() == saver._route.graph_pool(key), "captured into the tag's pool"
+    assert torch.equal(static_out.cpu(), torch.full((1024,), 3.0))
+
+    static_in.fill_(3)
+    graph.replay()
+    assert torch.equal(static_out.cpu(), torch.full((1024,), 7.0))
+    ptr = static_out.data_ptr()
+    saver.pause("graph")
+    assert saver.manager.info(ptr).state is State.PAUSED
+    saver.resume("graph")
+    assert static_out.data_ptr() == ptr
+    assert torch.equal(static_out.cpu(), torch.full((1024,), 7.0)), "cpu backup restored"
+    static_in.fill_(5)
+    graph.replay()  # the graph writes into the same (resumed) memory
+    assert torch.equal(static_out.cpu(), torch.full((1024,), 11.0))
+    del graph, static_out
+    gc.collect()
+    assert len(saver.manager) == 0, saver.manager.allocations()
+
+
+def test_cuda_graph_with_the_host_driver_is_a_tagged_region(saver: TorchMemorySaver) -> None:
+    with saver.cuda_graph(object(), tag="graph", enable_cpu_backup=True):  # no capture
         t = saver.empty(8)
         t.fill_(2)
     info = saver.manager.info(t.data_ptr())
@@ -167,7 +231,7 @@ def test_unsupported_features_raise_clearly(saver: TorchMemorySaver) -> None:
         pass
 
 
-def test_preload_on_npu_explains_dlsym() -> None:
+def test_preload_on_npu_explains_dlsym(monkeypatch: pytest.MonkeyPatch) -> None:
     class FakeAcl(HostDriver):
         name = "acl"
 
@@ -175,8 +239,21 @@ def test_preload_on_npu_explains_dlsym() -> None:
     with pytest.raises(NotSupported, match="dlsym"):
         saver.hook_mode = "preload"
     # Without an allocator route a device region refuses instead of silently not pausing.
-    with pytest.raises(NotSupported, match="allocator route"), saver.region("kv"):
-        pass
+    # No NPU here, whatever earlier tests loaded (the emulated torch_npu stays loaded and
+    # then counts as a real one).
+    from npu_platform import detect, device
+
+    monkeypatch.setattr(detect, "_cached", detect.Detection(detect.Target.NONE, "no NPU (test)"))
+    device.reset_backend()
+    try:
+        with (
+            pytest.raises(NotSupported, match="allocator route") as info,
+            saver.region("kv"),
+        ):
+            pass
+        assert "no NPU device is available" in str(info.value)
+    finally:
+        device.reset_backend()
 
 
 def test_resume_oom_through_the_facade(saver: TorchMemorySaver) -> None:

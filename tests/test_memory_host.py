@@ -58,13 +58,15 @@ def test_host_driver_implements_the_protocol() -> None:
         load_driver("nope")
 
 
-def test_default_driver_is_host_in_emulation(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_driver_on_an_npu_is_acl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an NPU (the emulated one included) the manager runs the ACL driver; on the
+    emulated NPU libascendcl is the emulation's."""
     from npu_platform import detect
 
     monkeypatch.setenv("NPU_PLATFORM_EMULATE", "1")
     detect.detect(refresh=True)
     try:
-        assert default_driver_name() == "host"
+        assert default_driver_name() == "acl"
     finally:
         monkeypatch.delenv("NPU_PLATFORM_EMULATE")
         detect.detect(refresh=True)

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from npu_platform.emulation import kernels as emulated
 from npu_platform.errors import NPUPlatformError
-from npu_platform.ops import contract, emulated, schema
-from npu_platform.ops.contract import ContractError, UnsupportedByReference, bind
+from npu_platform.spec import contract, schema
+from npu_platform.spec.contract import ContractError, UnsupportedByReference, bind
 from tests._ops_helpers import causal_mask_2048
 
 NPU = emulated.EMULATED

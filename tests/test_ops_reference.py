@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-from npu_platform.ops.emulated import EMULATED as NPU
+from npu_platform.emulation.kernels import EMULATED as NPU
 from tests._ops_helpers import (
     assert_close,
     causal_mask_2048,

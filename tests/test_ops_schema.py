@@ -1,4 +1,4 @@
-"""Parsing torch_npu's op schema YAML (npu_platform.ops.schema)."""
+"""Parsing torch_npu's op schema YAML (npu_platform.spec.schema)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npu_platform import torch_npu_data
-from npu_platform.ops import schema
-from npu_platform.ops.schema import ArgType, Symbol, parse_default, parse_schema, parse_type
+from npu_platform.spec import schema
+from npu_platform.spec.schema import ArgType, Symbol, parse_default, parse_schema, parse_type
 
 
 @pytest.fixture(scope="module")

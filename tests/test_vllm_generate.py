@@ -58,7 +58,7 @@ def test_llama_greedy_matches_transformers_with_chunked_prefill_and_prefix_cache
     result = _generate(
         tmp_path, "--kind", "llama", "--max-num-batched-tokens", "32", "--prefix-pass", "--trace"
     )
-    assert result["platform"] == "EmulatedNPUPlatform"
+    assert result["platform"] == "NPUPlatform"
     assert len(set(result["prompt_lens"])) == 8
     assert max(result["prompt_lens"]) > 32, "some prompt must need chunked prefill"
     assert result["got"] == result["ref"]

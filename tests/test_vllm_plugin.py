@@ -126,8 +126,8 @@ def test_inert_without_npu_platform_is_what_it_is_without_the_plugin():
 @pytest.mark.slow
 def test_emulation_selects_our_platform_and_import_resolves_nothing():
     result = _probe(vllm_scenarios.scenario_env(emulate=True))
-    assert result["platform"] == "npu_platform.vllm.platform.EmulatedNPUPlatform"
-    assert result["device_type"] == "cpu"
+    assert result["platform"] == "npu_platform.vllm.platform.NPUPlatform"
+    assert result["device_type"] == "npu"
     assert result["resolved_by_import"] is False
     assert result["npu_attn"] is True
     assert result["oot_ops"] == ["RMSNorm", "RotaryEmbedding", "SiluAndMul"]
@@ -136,10 +136,10 @@ def test_emulation_selects_our_platform_and_import_resolves_nothing():
 @pytest.mark.slow
 def test_emulated_platform_registrations_and_config(tmp_path):
     result = vllm_scenarios.run("plugin", "--workdir", str(tmp_path))
-    assert result["platform"] == "EmulatedNPUPlatform"
+    assert result["platform"] == "NPUPlatform"
     assert result["resolved_by_import"] is False
-    assert (result["device_name"], result["device_type"]) == ("cpu", "cpu")
-    assert (result["dist_backend"], result["dispatch_key"]) == ("gloo", "CPU")
+    assert (result["device_name"], result["device_type"]) == ("npu", "npu")
+    assert (result["dist_backend"], result["dispatch_key"]) == ("hccl", "PrivateUse1")
     # load_general_plugins() plus five more calls: each registration happened once.
     assert result["registered"] == [
         "attention:NPU_ATTN",
@@ -158,7 +158,7 @@ def test_emulated_platform_registrations_and_config(tmp_path):
     assert result["validate_environ"] == "ok"
     assert result["startup_patches"] == {
         "state": "active",
-        "selected": ["cuda", "distributed", "flash_attn", "torch_memory_saver"],
+        "selected": ["distributed", "flash_attn", "torch_memory_saver"],
         "cuda_is_available": False,
     }
     assert result["config"] == {
@@ -168,7 +168,7 @@ def test_emulated_platform_registrations_and_config(tmp_path):
         "cudagraph_mode": "NONE",
         "enforce_eager": True,
         "block_size": 128,
-        "device": "cpu",
+        "device": "npu",
         "async_scheduling": False,
     }
 
@@ -178,7 +178,7 @@ def test_emulated_platform_registrations_and_config(tmp_path):
 
 def test_every_required_platform_method_is_overridden():
     from npu_platform.vllm.conformance import not_overridden, required_platform_methods
-    from npu_platform.vllm.platform import EmulatedNPUPlatform, NPUPlatform
+    from npu_platform.vllm.platform import NPUPlatform
 
     required = required_platform_methods()
     # The methods vLLM 0.32 leaves unimplemented, found by introspection (a newer vLLM
@@ -187,17 +187,15 @@ def test_every_required_platform_method_is_overridden():
     missing = sorted(name for name in required if name not in vars(NPUPlatform))
     assert missing == [], f"NPUPlatform does not override: {missing}"
     assert not_overridden(NPUPlatform, required) == []
-    assert not_overridden(EmulatedNPUPlatform, required) == []
-    for cls in (NPUPlatform, EmulatedNPUPlatform):
-        assert cls.get_device_communicator_cls() == (
-            "npu_platform.vllm.communicator.NPUCommunicator"
-        )
+    assert NPUPlatform.get_device_communicator_cls() == (
+        "vllm.distributed.device_communicators.base_device_communicator.DeviceCommunicatorBase"
+    )
 
 
 def test_platform_attributes():
     from vllm.platforms.interface import PlatformEnum
 
-    from npu_platform.vllm.platform import EmulatedNPUPlatform, NPUPlatform
+    from npu_platform.vllm.platform import NPUPlatform
 
     assert NPUPlatform._enum is PlatformEnum.OOT
     assert (NPUPlatform.device_name, NPUPlatform.device_type) == ("npu", "npu")
@@ -205,9 +203,6 @@ def test_platform_attributes():
     assert NPUPlatform.ray_device_key == "NPU"
     assert NPUPlatform.device_control_env_var == "ASCEND_RT_VISIBLE_DEVICES"
     assert NPUPlatform.dist_backend == "hccl"
-    assert (EmulatedNPUPlatform.device_name, EmulatedNPUPlatform.device_type) == ("cpu", "cpu")
-    assert EmulatedNPUPlatform.dist_backend == "gloo"
-    assert EmulatedNPUPlatform._enum is PlatformEnum.OOT
     assert all(not name.startswith("VLLM_") for name in NPUPlatform.additional_env_vars)
 
 

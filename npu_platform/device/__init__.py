@@ -1,9 +1,8 @@
 """A ``torch.npu``-shaped device facade: the only way the plugin touches the device.
 
-Backed by ``torch.npu`` on a real Ascend NPU (:mod:`npu_platform.device.npu`) and by the CPU
-on the emulated NPU (:mod:`npu_platform.device.emulated`). Which one is decided once per
-process by :func:`npu_platform.detect.detect`. Later layers call these functions and never
-``torch.npu`` directly, so the same code paths run in emulation.
+Backed by ``torch.npu`` / ``torch_npu`` (:mod:`npu_platform.device.npu`) whenever detection
+finds an NPU. On the emulated NPU that is the emulated torch_npu, which the plugin cannot tell
+apart: the same calls run in CI and on an Ascend machine.
 """
 
 from __future__ import annotations
@@ -11,19 +10,19 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from npu_platform.detect import Target, detect
+from npu_platform.detect import detect
 from npu_platform.errors import EnvironmentProblem
 
 if TYPE_CHECKING:
     import torch
 
-    from npu_platform.device.base import DeviceBackend
+    from npu_platform.device.npu import NPUBackend
 
 _lock = threading.Lock()
-_backend: DeviceBackend | None = None
+_backend: NPUBackend | None = None
 
 
-def backend() -> DeviceBackend:
+def backend() -> NPUBackend:
     """The backend for this process; raises when there is no NPU, real or emulated."""
     global _backend
     if _backend is None:
@@ -33,16 +32,12 @@ def backend() -> DeviceBackend:
     return _backend
 
 
-def _make_backend() -> DeviceBackend:
+def _make_backend() -> NPUBackend:
     decision = detect()
-    if decision.target is Target.REAL:
+    if decision.is_npu:
         from npu_platform.device.npu import NPUBackend
 
         return NPUBackend()
-    if decision.target is Target.EMULATED:
-        from npu_platform.device.emulated import EmulatedBackend
-
-        return EmulatedBackend(decision.device_count)
     raise EnvironmentProblem(
         f"no NPU device is available: {decision.reason}. Run `npu-platform doctor` for details."
     )
@@ -56,7 +51,7 @@ def reset_backend() -> None:
 
 
 def device_type() -> str:
-    """The torch device type tensors live on: ``"npu"``, or ``"cpu"`` in emulation."""
+    """The torch device type tensors live on: ``"npu"``."""
     return backend().device_type
 
 
@@ -106,6 +101,34 @@ def mem_get_info(index: int | None = None) -> tuple[int, int]:
     return backend().mem_get_info(index)
 
 
+def get_device_name(index: int | None = None) -> str:
+    return backend().get_device_name(index)
+
+
+def num_compute_units(index: int | None = None) -> int:
+    """AI cores (cube units) of the device, from torch_npu's device properties."""
+    return int(backend().get_device_properties(index).cube_core_num)
+
+
+def memory_allocated(index: int | None = None) -> int:
+    """Bytes held by live tensors (torch_npu's caching allocator)."""
+    return backend().memory_allocated(index)
+
+
+def max_memory_allocated(index: int | None = None) -> int:
+    """Peak of :func:`memory_allocated` since the last :func:`reset_peak_memory_stats`."""
+    return backend().max_memory_allocated(index)
+
+
+def memory_reserved(index: int | None = None) -> int:
+    """Bytes torch_npu's caching allocator holds (live tensors plus its cache)."""
+    return backend().memory_reserved(index)
+
+
+def reset_peak_memory_stats(index: int | None = None) -> None:
+    backend().reset_peak_memory_stats(index)
+
+
 def empty_cache() -> None:
     backend().empty_cache()
 
@@ -114,40 +137,30 @@ def manual_seed_all(seed: int) -> None:
     backend().manual_seed_all(seed)
 
 
-# Memory pools over a pluggable allocator: real NPUs only (npu_platform.memory.torch_route).
+# Memory pools over a pluggable allocator (npu_platform.memory.torch_route), graphs, HCCL.
 
 
 def pluggable_allocator(path: str, alloc_fn_name: str, free_fn_name: str) -> Any:
     """``torch_npu.npu.memory.NPUPluggableAllocator(path, alloc_fn_name, free_fn_name)``."""
-    return _npu_only("pluggable_allocator").pluggable_allocator(path, alloc_fn_name, free_fn_name)
+    return backend().pluggable_allocator(path, alloc_fn_name, free_fn_name)
 
 
 def mem_pool(allocator: Any = None) -> Any:
     """``torch.npu.MemPool(allocator=allocator)`` (None: torch's own device allocator)."""
-    return _npu_only("mem_pool").mem_pool(allocator)
+    return backend().mem_pool(allocator)
 
 
 def use_mem_pool(pool: Any, index: int | None = None) -> Any:
     """``torch.npu.use_mem_pool(pool, index)``: this thread's allocations go to ``pool``."""
-    return _npu_only("use_mem_pool").use_mem_pool(pool, index)
-
-
-def _npu_only(what: str) -> Any:
-    chosen = backend()
-    if not hasattr(chosen, what):
-        raise EnvironmentProblem(
-            f"device.{what}() needs a real Ascend NPU (torch_npu); the "
-            f"{chosen.device_type!r} backend has none"
-        )
-    return chosen
+    return backend().use_mem_pool(pool, index)
 
 
 def graph(npu_graph: Any, **kwargs: Any) -> Any:
     """``torch.npu.graph(npu_graph, **kwargs)``: graph capture (keywords only: its fourth
     positional parameter differs from ``torch.cuda.graph``'s)."""
-    return _npu_only("graph").graph(npu_graph, **kwargs)
+    return backend().graph(npu_graph, **kwargs)
 
 
 def hccl_process_group_class() -> Any:
-    """torch_npu's ``ProcessGroupHCCL`` (real NPU only; emulation uses gloo)."""
-    return _npu_only("hccl_process_group_class").hccl_process_group_class()
+    """torch_npu's ``ProcessGroupHCCL``."""
+    return backend().hccl_process_group_class()

@@ -1,4 +1,4 @@
-"""Real Ascend backend: each method is one call into ``torch.npu`` (hardware-only, kept thin)."""
+"""The device backend: each method is one call into ``torch.npu`` / ``torch_npu``, kept thin."""
 
 from __future__ import annotations
 
@@ -46,6 +46,24 @@ class NPUBackend:
     def mem_get_info(self, index: int | None = None) -> tuple[int, int]:
         free, total = self._npu.mem_get_info(index)
         return int(free), int(total)
+
+    def get_device_name(self, index: int | None = None) -> str:
+        return str(self._npu.get_device_name(index))
+
+    def get_device_properties(self, index: int | None = None) -> Any:
+        return self._npu.get_device_properties(index)
+
+    def memory_allocated(self, index: int | None = None) -> int:
+        return int(self._npu.memory_allocated(index))
+
+    def max_memory_allocated(self, index: int | None = None) -> int:
+        return int(self._npu.max_memory_allocated(index))
+
+    def memory_reserved(self, index: int | None = None) -> int:
+        return int(self._npu.memory_reserved(index))
+
+    def reset_peak_memory_stats(self, index: int | None = None) -> None:
+        self._npu.reset_peak_memory_stats(index)
 
     def empty_cache(self) -> None:
         self._npu.empty_cache()

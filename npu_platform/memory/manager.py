@@ -12,9 +12,9 @@ What it does
 
 Tags and backups come from thread-local *regions* (:meth:`MemoryManager.region`), which
 nest; :meth:`MemoryManager.disable` inside a region routes allocations to ordinary memory.
-An allocator hook (a C shim behind torch's pluggable allocator, or a CPU allocator hook in
-emulation) asks :meth:`MemoryManager.intercepting` whether to route an allocation here, then
-calls :meth:`MemoryManager.malloc` / :meth:`MemoryManager.free` with plain integers.
+An allocator hook (the C shim behind torch's pluggable allocator) asks
+:meth:`MemoryManager.intercepting` whether to route an allocation here, then calls
+:meth:`MemoryManager.malloc` / :meth:`MemoryManager.free` with plain integers.
 
 Guarantees
     * Every error is an exception (see :mod:`npu_platform.memory.errors`); nothing exits.
@@ -60,6 +60,7 @@ from npu_platform.memory.errors import (
 )
 from npu_platform.memory.regions import DEFAULT_TAG, RegionSettings, RegionStack
 from npu_platform.memory.table import Allocation, AllocationInfo, HostBackup, PoolKey, State
+from npu_platform.memory.units import round_up
 
 if TYPE_CHECKING:
     import torch
@@ -67,10 +68,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_TAG", "MemoryManager", "PoolKey", "State"]
 
 logger = logging.getLogger("npu_platform.memory")
-
-
-def _round_up(value: int, unit: int) -> int:
-    return (value + unit - 1) // unit * unit
 
 
 class MemoryManager:
@@ -199,7 +196,7 @@ class MemoryManager:
         backup = settings.enable_cpu_backup if enable_cpu_backup is None else enable_cpu_backup
         if not isinstance(tag, str) or not tag:
             raise ValueError(f"tag must be a non-empty string, got {tag!r}")
-        rounded = _round_up(size, self.granularity(device))
+        rounded = round_up(size, self.granularity(device))
         self._check_margin(rounded, device, tag, AllocationOutOfMemory, "allocate")
 
         driver = self.driver

@@ -2,9 +2,6 @@
 
 :func:`default_route` picks one per driver for :class:`npu_platform.torch_memory_saver`:
 
-* ``host`` (the emulated NPU): :class:`CpuHookRoute`. "Device" tensors are CPU tensors, so
-  c10's CPU allocator is hooked (:mod:`npu_platform.memory.cpu_hook`); a region only needs
-  the manager's thread-local state, which the hook mirrors.
 * ``acl`` (Ascend) and ``cuda``: :class:`PoolRoute`. One torch ``MemPool`` per
   (tag, backup, device) key, created over a *pluggable allocator* whose two C entry points
   live in the package's C shim (``_alloc_shim.so``, built by ``pip install``) and forward
@@ -13,6 +10,8 @@
   torch's ordinary device allocator instead. Ascend goes through :mod:`npu_platform.device`
   (``torch_npu.npu.memory.NPUPluggableAllocator``, ``torch.npu.MemPool``,
   ``torch.npu.use_mem_pool``); CUDA through ``torch.cuda.memory``.
+* ``host``: no torch route (host-driver memory is reached through
+  :meth:`TorchMemorySaver.empty`); regions only set the manager's thread state.
 
 The shim's callbacks run on the allocating thread, so the manager's thread-local region
 settings (tag, backup) apply to the memory they create. Freed blocks stay cached in their
@@ -41,7 +40,6 @@ __all__ = [
     "ALLOC_FN",
     "FREE_FN",
     "AllocShim",
-    "CpuHookRoute",
     "PoolRoute",
     "default_route",
     "shim_path",
@@ -60,35 +58,11 @@ _FREE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int
 def default_route(manager: MemoryManager) -> Any:
     """The route for ``manager``'s driver (see the module docstring)."""
     name = manager.driver.name
-    if name == "host":
-        return CpuHookRoute(manager)
     if name in ("acl", "cuda"):
         return PoolRoute(manager, "npu" if name == "acl" else "cuda")
-    from npu_platform.torch_memory_saver import MissingDeviceRoute
+    from npu_platform.torch_memory_saver import ThreadStateRoute
 
-    return MissingDeviceRoute(name)
-
-
-# --------------------------------------------------------------------------- emulation
-
-
-class CpuHookRoute:
-    """Emulation: c10's CPU allocator hook, driven by the manager's region state."""
-
-    def __init__(self, manager: MemoryManager) -> None:
-        self.manager = manager
-
-    def region(self, key: PoolKey) -> contextlib.AbstractContextManager[Any]:
-        from npu_platform.memory import cpu_hook
-
-        cpu_hook.attach(self.manager)  # builds and installs the hook on first use
-        return cpu_hook.device_scope(key.device)
-
-    def ordinary(self) -> contextlib.AbstractContextManager[Any]:
-        return contextlib.nullcontext()  # the manager's disable() frame clears the flag
-
-    def graph_pool(self, key: PoolKey) -> object | None:
-        return None
+    return ThreadStateRoute()
 
 
 # --------------------------------------------------------------------------- the C shim

@@ -1,15 +1,11 @@
 """The op layer: the only way the rest of npu_platform runs a torch_npu kernel.
 
 Every public function builds the arguments of one torch_npu op and hands them to
-:func:`_call`, which picks the backend from :func:`npu_platform.detect.detect`:
-
-* a real NPU: the ``torch_npu`` module itself (imported on first use);
-* the emulated NPU: :data:`npu_platform.ops.emulated.EMULATED`, which checks the call against
-  torch_npu's schema and runs a CPU reference (see :mod:`npu_platform.ops.emulated`).
-
-The hardware-specific code is therefore one line (``getattr(backend, op)(*args, **kwargs)``)
-and emulation exercises every argument-building path. :func:`op_counts` counts calls per
-torch_npu op on both backends.
+:func:`_call`, which binds them against torch_npu's own schema of that op
+(:mod:`npu_platform.spec`: a misspelled keyword, a missing argument or a wrong kind raises
+:class:`ContractError` before anything runs) and then calls ``torch_npu.<op>``. On the
+emulated NPU ``torch_npu`` is the emulated package, whose kernels also refuse what the
+hardware kernels refuse; the code here is the same. :func:`op_counts` counts calls per op.
 
 Public ops (shapes use T tokens, N query heads, N_kv KV heads, D head size):
 
@@ -38,20 +34,19 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from npu_platform.errors import EnvironmentProblem
-from npu_platform.ops.contract import ContractError, UnsupportedByReference
-from npu_platform.ops.emulated import EMULATED, EmulatedTorchNPU, NoReference
+from npu_platform.spec import contract
+from npu_platform.spec.contract import ContractError, UnsupportedByReference
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
     "ContractError",
-    "NoReference",
     "UnsupportedByReference",
     "add_rms_norm",
     "backend",
     "compressed_causal_mask",
-    "emulated_torch_npu",
+    "check_call",
     "fusion_attention",
     "op_counts",
     "paged_attention",
@@ -82,33 +77,46 @@ def reset_op_counts() -> None:
         _counts.clear()
 
 
-def emulated_torch_npu() -> EmulatedTorchNPU:
-    """The emulated torch_npu namespace, whatever :func:`detect` says (for tests and tools)."""
-    return EMULATED
-
-
 def backend() -> Any:
-    """The ``torch_npu`` module on a real NPU, the emulated namespace on the emulated NPU.
-
-    Raises :class:`~npu_platform.errors.EnvironmentProblem` when there is neither.
-    """
-    from npu_platform.detect import Target, detect
+    """The ``torch_npu`` module (raises EnvironmentProblem when detection finds no NPU)."""
+    from npu_platform.detect import detect
 
     detection = detect()
-    if detection.target is Target.EMULATED:
-        return EMULATED
-    if detection.target is Target.REAL:
-        import torch_npu
+    if not detection.is_npu:
+        raise EnvironmentProblem(
+            f"npu_platform.ops needs an Ascend NPU or the emulated NPU, but detection found "
+            f"neither: {detection.reason}"
+        )
+    import torch_npu
 
-        return torch_npu
-    raise EnvironmentProblem(
-        f"npu_platform.ops needs an Ascend NPU or the emulated NPU, but detection found "
-        f"neither: {detection.reason}"
-    )
+    return torch_npu
+
+
+def check_call(op: str, *args: Any, **kwargs: Any) -> str:
+    """Bind a call of torch_npu ``op`` against its schema; the overload that fits.
+
+    Raises :class:`ContractError` naming the op and the argument when none fits.
+    """
+    from npu_platform.spec.schema import registry
+
+    reg = registry()
+    overloads = reg.overloads(op)
+    if not overloads:
+        raise ContractError(f"torch_npu has no op {op!r} in its schema ({reg.source})")
+    first_error: ContractError | None = None
+    for full in overloads:
+        try:
+            contract.bind(reg.get(full), args, kwargs)
+            return full
+        except ContractError as exc:
+            first_error = first_error or exc
+    assert first_error is not None
+    raise first_error
 
 
 def _call(op: str, *args: Any, **kwargs: Any) -> Any:
     ns = backend()
+    check_call(op, *args, **kwargs)
     with _counts_lock:
         _counts[op] = _counts.get(op, 0) + 1
     return getattr(ns, op)(*args, **kwargs)

@@ -101,21 +101,22 @@ def check_adapter_backed() -> Result:
         if not memory_saver.adapter_backed_by_manager(adapter):
             return (name, False, f"adapter uses {memory_saver.status()}")
         detail = "TorchMemorySaverAdapter -> npu_platform.torch_memory_saver"
-        if decision.target is Target.EMULATED:
-            detail += "; " + _emulated_round_trip(adapter)
+        detail += "; " + _round_trip(adapter)
         return (name, True, detail)
     except Exception as exc:
         return _failure(name, exc)
 
 
-def _emulated_round_trip(adapter: object) -> str:
+def _round_trip(adapter: object) -> str:
+    """2 MiB of device memory tagged through sglang's adapter, paused and resumed."""
     import torch
 
+    from npu_platform import device
     from npu_platform.torch_memory_saver import torch_memory_saver as saver
 
     tag = "npu_platform_conformance"
     with adapter.region(tag, enable_cpu_backup=True):  # type: ignore[attr-defined]
-        tensor = saver.empty(2 << 20, dtype=torch.uint8)
+        tensor = torch.empty(2 << 20, dtype=torch.uint8, device=device.torch_device())
     tensor.fill_(7)
     ptr = tensor.data_ptr()
     adapter.pause(tag)  # type: ignore[attr-defined]
@@ -125,7 +126,10 @@ def _emulated_round_trip(adapter: object) -> str:
     del tensor
     if not (paused and intact):
         raise AssertionError(f"pause/resume round trip failed (paused={paused}, intact={intact})")
-    return "2 MiB pause/resume round trip with CPU backup on the host driver kept data and address"
+    return (
+        f"2 MiB pause/resume round trip with CPU backup on the {saver.manager.driver.name} "
+        "driver kept data and address"
+    )
 
 
 def check_server_arg_defaults() -> Result:

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from npu_platform.detect import Target, detect
+from npu_platform.detect import detect
 
 Result = tuple[str, bool, str]
 
@@ -115,7 +115,7 @@ def _skip_without_npu(name: str) -> Result | None:
 def _expected_platform_path() -> str:
     from npu_platform.entry_points import vllm as entry
 
-    return entry.NPU_PLATFORM if detect().target is Target.REAL else entry.EMULATED_PLATFORM
+    return entry.NPU_PLATFORM
 
 
 def _load_general_plugins() -> None:
@@ -243,11 +243,12 @@ def check_platform_methods() -> Result:
         if not_callable:
             return (name, False, f"not callable: {', '.join(not_callable)}")
         called = []
+        platform = cls()  # vLLM calls them on its instance (some are instance methods)
         for method, args in _SAFE_CALLS.items():
             if method not in required:
                 continue
             try:
-                getattr(cls, method)(*args)
+                getattr(platform, method)(*args)
             except Exception as exc:
                 return (name, False, f"{cls.__qualname__}.{method}{args!r} raised {exc!r}")
             called.append(method)

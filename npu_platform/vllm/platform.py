@@ -1,8 +1,7 @@
-"""vLLM ``Platform`` classes for the Ascend NPU and for the emulated NPU.
+"""vLLM's ``Platform`` for the Ascend NPU (torch device type ``npu``, HCCL).
 
-:class:`NPUPlatform` describes a real Ascend NPU (torch device type ``npu``, HCCL);
-:class:`EmulatedNPUPlatform` runs the same plugin code on the CPU (device type ``cpu``,
-gloo). Which one vLLM loads is decided by :func:`npu_platform.entry_points.vllm.platform_plugin`.
+vLLM loads it through :func:`npu_platform.entry_points.vllm.platform_plugin` whenever
+detection finds an NPU; on the emulated NPU it is the same class, on the emulated device.
 
 Every device call goes through :mod:`npu_platform.device`. vLLM forwards attributes it does
 not find on the platform to ``torch.<device_type>`` (``Platform.__getattr__``); the device
@@ -43,21 +42,12 @@ ATTENTION_BACKEND_PATH = "npu_platform.vllm.attention.NPUAttentionBackend"
 #: Name under which our sleep-mode backend is registered (``--sleep-mode-backend``).
 SLEEP_BACKEND_NAME = "npu"
 WORKER_CLS = "npu_platform.vllm.worker.NPUWorker"
-COMMUNICATOR_CLS = "npu_platform.vllm.communicator.NPUCommunicator"
+COMMUNICATOR_CLS = (
+    "vllm.distributed.device_communicators.base_device_communicator.DeviceCommunicatorBase"
+)
 #: Default KV-cache block size (tokens) when the user did not choose one. The fused
 #: attention kernel wants multiples of 16; 128 is what it is tuned for.
 DEFAULT_BLOCK_SIZE = 128
-#: KV-cache bytes used in emulation when neither --kv-cache-memory-bytes nor a test sets it:
-#: host memory is shared with everything else, so "90% of the device" makes no sense.
-EMULATED_DEFAULT_KV_CACHE_BYTES = 512 * 1024 * 1024
-
-
-def _backend_call(name: str, *args: Any, default: Any = None) -> Any:
-    """Call an optional method of the device backend, or return ``default`` if it has none."""
-    fn = getattr(npu_device.backend(), name, None)
-    if fn is None:
-        return default
-    return fn(*args)
 
 
 class NPUPlatform(Platform):
@@ -75,8 +65,6 @@ class NPUPlatform(Platform):
     supported_quantization: list[str] = []
     # Our variables travel to Ray workers with the rest of the environment.
     additional_env_vars: list[str] = list(npu_env.VARIABLES)
-    #: True on the emulated NPU.
-    emulated: bool = False
 
     # ------------------------------------------------------------------ dtypes
     @property
@@ -94,19 +82,13 @@ class NPUPlatform(Platform):
     # ------------------------------------------------------------------ device queries
     @classmethod
     def get_device_name(cls, device_id: int = 0) -> str:
-        name = _backend_call("get_device_name", device_id)
-        if name:
-            return str(name)
-        return "Emulated Ascend NPU (CPU)" if cls.emulated else "Ascend NPU"
+        return npu_device.get_device_name(device_id)
 
     @classmethod
     def get_device_uuid(cls, device_id: int = 0) -> str:
-        uuid = _backend_call("get_device_uuid", device_id)
-        if uuid:
-            return str(uuid)
+        # torch_npu exposes no device UUID; the host and the physical index identify it.
         physical = cls.device_id_to_physical_device_id(device_id)
-        kind = "emulated-npu" if cls.emulated else "npu"
-        return f"{kind}-{os.uname().nodename}-{physical}"
+        return f"npu-{os.uname().nodename}-{physical}"
 
     @classmethod
     def get_device_total_memory(cls, device_id: int = 0) -> int:
@@ -131,11 +113,7 @@ class NPUPlatform(Platform):
 
     @classmethod
     def num_compute_units(cls, device_id: int = 0) -> int:
-        units = _backend_call("num_compute_units", device_id)
-        if units:
-            return int(units)
-        # Atlas 800 A2 (910B) has 24 AI cores (cube units); emulation uses the CPU threads.
-        return torch.get_num_threads() if cls.emulated else 24
+        return npu_device.num_compute_units(device_id)
 
     @classmethod
     def set_device(cls, device: torch.device) -> None:
@@ -190,18 +168,15 @@ class NPUPlatform(Platform):
 
     @classmethod
     def is_pin_memory_available(cls) -> bool:
-        # Pinned host memory exists on the NPU (torch_npu pins through ACL); the emulated
-        # device has no pinned memory, and the CPU-only torch build cannot pin.
-        return not cls.emulated
+        # torch_npu pins host memory through ACL (aclrtMallocHost).
+        return True
 
-    @classmethod
-    def is_sleep_mode_available(cls) -> bool:
+    def is_sleep_mode_available(self) -> bool:
         from npu_platform.vllm import sleep
 
         return sleep.available()
 
-    @classmethod
-    def is_cumem_allocator_available(cls) -> bool:
+    def is_cumem_allocator_available(self) -> bool:
         return False
 
     # ------------------------------------------------------------------ kernels / ops
@@ -283,7 +258,7 @@ class NPUPlatform(Platform):
         group_size: int,
         timeout: timedelta,
     ) -> ProcessGroup:
-        if cls.emulated or backend == "gloo":
+        if backend == "gloo":
             from vllm.distributed.utils import init_gloo_process_group
 
             return init_gloo_process_group(
@@ -356,18 +331,17 @@ class NPUPlatform(Platform):
                     f"--block-size {cache_config.block_size} is not supported on the NPU: "
                     "the fused attention kernel needs a multiple of 16."
                 )
-            if cls.emulated and cache_config.kv_cache_memory_bytes is None:
-                cache_config.kv_cache_memory_bytes = EMULATED_DEFAULT_KV_CACHE_BYTES
-                logger.info(
-                    "Emulated NPU: KV cache limited to %d MiB (set --kv-cache-memory-bytes "
-                    "to change it).",
-                    EMULATED_DEFAULT_KV_CACHE_BYTES >> 20,
-                )
 
         # The output copy runs on the main stream; no async scheduling overlap.
         scheduler = vllm_config.scheduler_config
         if scheduler is not None:
             scheduler.async_scheduling = False
+
+        # A process forked after the NPU runtime started (or after torch started its thread
+        # pools) hangs at its first device call: start workers with spawn, as vLLM does for
+        # XPU and for CUDA once CUDA is initialised. An explicit user choice is kept.
+        if "VLLM_WORKER_MULTIPROC_METHOD" not in os.environ:
+            os.environ["VLLM_WORKER_MULTIPROC_METHOD"] = "spawn"
 
         # The V2 model runner needs Triton kernels; ours derives from the V1 runner.
         os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
@@ -380,28 +354,9 @@ class NPUPlatform(Platform):
         for warning in npu_env.validate():
             logger.warning(warning)
 
+    # vLLM 0.33 asks the platform which KV-cache config builder to use, passing the
+    # VllmConfig; ours is vLLM's own. vLLM 0.32 has no such hook (and never calls it).
     @classmethod
-    def log_warnings(cls) -> None:
-        if cls.emulated:
-            logger.info(
-                "vLLM is running on the emulated Ascend NPU (NPU_PLATFORM_EMULATE=1): "
-                "every NPU code path runs on the CPU with torch_npu ops checked against "
-                "their schemas."
-            )
-
-    # vLLM 0.33 asks the platform which KV-cache config builder to use; ours is vLLM's own.
-    @classmethod
-    def get_kv_cache_config_builder_cls(cls) -> str | None:
+    def get_kv_cache_config_builder_cls(cls, vllm_config: VllmConfig) -> str | None:
         base = getattr(super(), "get_kv_cache_config_builder_cls", None)
-        return base() if base is not None else None
-
-
-class EmulatedNPUPlatform(NPUPlatform):
-    """The emulated NPU: the same plugin code on the CPU (device type ``cpu``, gloo)."""
-
-    device_name: str = "cpu"
-    device_type: str = "cpu"
-    dispatch_key: str = "CPU"
-    ray_device_key: str = ""
-    dist_backend: str = "gloo"
-    emulated: bool = True
+        return base(vllm_config) if base is not None else None

@@ -4,14 +4,13 @@ vLLM calls general plugins in many processes (the API server, the engine core, e
 argument parsing) and sometimes more than once in one process; :func:`register_all` is
 idempotent and cheap on every call after the first.
 
-It registers, when the NPU platform (real or emulated) is vLLM's current platform:
+It registers, when the NPU platform is vLLM's current platform:
 
 * the attention backend ``NPU_ATTN`` (so ``--attention-backend NPU_ATTN`` parses and the
   attention layer can look its name up in ``AttentionBackendEnum``);
 * out-of-tree replacements for the custom ops ``RMSNorm``, ``RotaryEmbedding`` (neox and
   GPT-J style) and ``SiluAndMul`` that call :mod:`npu_platform.ops`;
-* the sleep-mode backend ``npu`` (``SleepModeBackendFactory``, present since vLLM 0.32);
-* on the emulated NPU, the ``torch.accelerator`` shim (:mod:`npu_platform.vllm._emulation`).
+* the sleep-mode backend ``npu`` (``SleepModeBackendFactory``, present since vLLM 0.32).
 """
 
 from __future__ import annotations
@@ -49,23 +48,11 @@ def register_all() -> bool:
             logger.debug("npu-platform: vLLM's platform is not ours; registering nothing")
             _done = True
             return False
-        _install_emulation_shim()
         _register_attention_backend()
         _register_custom_ops()
         _register_sleep_backend()
         _done = True
         return True
-
-
-def _install_emulation_shim() -> None:
-    from vllm.platforms import current_platform
-
-    if getattr(current_platform, "emulated", False):
-        # Every vLLM process (API server, engine core, workers) calls torch.accelerator
-        # somewhere, at least when it shuts down.
-        from npu_platform.vllm._emulation import install_accelerator_shim
-
-        install_accelerator_shim()
 
 
 def _register_attention_backend() -> None:

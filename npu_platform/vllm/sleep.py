@@ -11,7 +11,7 @@ tensors stay valid across a pause):
   memory and frees the device memory; wake-up maps fresh memory at the same addresses and
   copies them back.
 * ``kv_cache``: a region **without** backup: sleep frees it, wake-up maps fresh memory
-  (zeroed in emulation). vLLM clears its prefix cache when it goes to sleep.
+  (its content is undefined until written). vLLM clears its prefix cache when it goes to sleep.
 * ``runtime`` and ``workspace`` (small per-step state and scratch) are not routed to the
   manager: they stay resident, as on a device without sleep mode.
 
@@ -82,11 +82,6 @@ def memory_stats() -> dict[str, dict[str, int]]:
     """Per-tag byte counts of the memory manager (active, paused, backed up)."""
     stats = saver().manager.stats()
     return {tag: stats[tag] for tag in MANAGED_TAGS if tag in stats}
-
-
-def release(vllm_config: VllmConfig) -> None:
-    """At worker shutdown: nothing to do; manager memory goes with the tensors that own it."""
-    return None
 
 
 class NPUSleepModeBackend(SleepModeBackend):

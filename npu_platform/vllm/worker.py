@@ -40,7 +40,7 @@ _GIB = 1 << 30
 
 
 class NPUWorker(Worker):
-    """A vLLM worker on one Ascend NPU (or one emulated NPU)."""
+    """A vLLM worker on one Ascend NPU."""
 
     def __init__(
         self,
@@ -50,10 +50,6 @@ class NPUWorker(Worker):
         distributed_init_method: str,
         is_driver_worker: bool = False,
     ) -> None:
-        if getattr(current_platform, "emulated", False):
-            from npu_platform.vllm._emulation import install_accelerator_shim
-
-            install_accelerator_shim()
         super().__init__(vllm_config, local_rank, rank, distributed_init_method, is_driver_worker)
         # Our runner derives from vLLM's V1 GPU model runner.
         self.use_v2_model_runner = False
@@ -85,8 +81,6 @@ class NPUWorker(Worker):
         index = self._local_device_index()
         npu_device.set_device(index)
         self.device = npu_device.torch_device(index)
-        if self.device.type != "cpu":
-            self.device = torch.device(f"{self.device.type}:{index}")
         current_platform.check_if_supports_dtype(self.model_config.dtype)
 
         init_worker_distributed_environment(
@@ -136,23 +130,33 @@ class NPUWorker(Worker):
             logger.info("KV cache: %.3f GiB as configured.", explicit / _GIB)
             return int(explicit)
 
+        # As vLLM does on CUDA: the peak of torch's allocations during a profile run (weights,
+        # lasting buffers and the largest activations), plus what the device holds outside
+        # torch's allocator (runtime, communicators), must fit in the utilisation budget.
         npu_device.synchronize()
+        gc.collect()
         npu_device.empty_cache()
-        free_before, total = npu_device.mem_get_info()
+        npu_device.reset_peak_memory_stats()
         self.model_runner.profile_run()
         npu_device.synchronize()
+        peak = npu_device.max_memory_allocated()
         free_after, total = npu_device.mem_get_info()
-        # The profile run's activations are freed again by now; what the run itself needed
-        # at its peak is not visible through mem_get_info, so keep the drop in free memory
-        # during the run (buffers that stay) plus a fixed headroom for activations.
-        headroom = max(free_before - free_after, 0) + _GIB // 2
+        non_torch = max((total - free_after) - npu_device.memory_reserved(), 0)
         requested = int(total * self.cache_config.gpu_memory_utilization)
-        used = total - free_after
-        available = requested - used - headroom
+        available = requested - peak - non_torch
+        logger.info(
+            "Memory profile: peak %.3f GiB in torch, %.3f GiB outside torch, budget %.3f GiB "
+            "of %.3f GiB.",
+            peak / _GIB,
+            non_torch / _GIB,
+            requested / _GIB,
+            total / _GIB,
+        )
         if available <= 0:
             raise ValueError(
-                f"No memory left for the KV cache: {used / _GIB:.2f} GiB of "
-                f"{total / _GIB:.2f} GiB are in use and --gpu-memory-utilization "
+                f"No memory left for the KV cache: the profile run peaked at "
+                f"{peak / _GIB:.2f} GiB (plus {non_torch / _GIB:.2f} GiB outside torch) of "
+                f"{total / _GIB:.2f} GiB, and --gpu-memory-utilization "
                 f"{self.cache_config.gpu_memory_utilization} allows "
                 f"{requested / _GIB:.2f} GiB. Raise --gpu-memory-utilization or set "
                 "--kv-cache-memory-bytes."
@@ -194,10 +198,6 @@ class NPUWorker(Worker):
                     buffer.data.copy_(self._sleep_saved_buffers[name].data)
             self._sleep_saved_buffers = {}
         npu_device.synchronize()
-
-    def shutdown(self) -> None:
-        super().shutdown()
-        sleep.release(self.vllm_config)
 
     def compile_or_warm_up_model(self) -> CompilationTimes:
         """Eager execution: nothing to compile, capture or JIT-warm. Run the sampler once

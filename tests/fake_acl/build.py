@@ -1,4 +1,5 @@
-"""Compile ``fake_ascendcl.c`` into a ``libascendcl.so`` against torch_npu's real ACL headers.
+"""Compile the emulated ACL runtime (``npu_platform/emulation/csrc/ascendcl.c``) into a
+``libascendcl.so`` against torch_npu's real ACL headers.
 
 The C file includes ``acl/acl_rt.h`` from the torch-npu wheel (located with
 :mod:`npu_platform.torch_npu_data`), so every fake definition is checked against the real
@@ -13,7 +14,13 @@ import subprocess
 
 from npu_platform import torch_npu_data
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_ascendcl.c")
+SOURCE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "npu_platform",
+    "emulation",
+    "csrc",
+    "ascendcl.c",
+)
 LIBRARY_NAME = "libascendcl.so"
 CFLAGS = ("-std=gnu11", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread")
 

@@ -50,11 +50,8 @@ def default_driver_name() -> str:
     """
     from npu_platform import detect
 
-    detection = detect.detect()
-    if detection.target is detect.Target.REAL:
+    if detect.detect().is_npu:
         return "acl"
-    if detection.target is detect.Target.EMULATED:
-        return "host"
     try:
         import torch
 

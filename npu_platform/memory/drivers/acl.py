@@ -25,7 +25,6 @@ other nonzero return raises :class:`DriverError` naming the call and the code. N
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import ctypes
 import ctypes.util
@@ -35,7 +34,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from npu_platform import cann
-from npu_platform.memory.driver import DriverError, OutOfDeviceMemory
+from npu_platform.memory.driver import (
+    DriverError,
+    LibraryDriver,
+    OutOfDeviceMemory,
+    PhysicalMemory,
+)
+from npu_platform.memory.driver import declare as declare_with
 
 LIBRARY_NAME = "libascendcl.so"
 
@@ -170,99 +175,54 @@ OPTIONAL_SIGNATURES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 def declare(lib: ctypes.CDLL, name: str, signature: tuple[str, tuple[str, ...]]) -> Any:
     """``lib.name`` with restype and argtypes set from a C signature of :data:`C_TYPES`."""
-    fn = getattr(lib, name)
-    restype, params = signature
-    fn.restype = C_TYPES[restype]
-    fn.argtypes = [C_TYPES[p] for p in params]
-    return fn
+    return declare_with(lib, name, signature, C_TYPES)
 
 
 def default_library() -> str:
-    """Where ``libascendcl.so`` is: the CANN folders first, else a name for the loader."""
+    """Where ``libascendcl.so`` is: the CANN folders first, else a name for the loader.
+
+    For the name alone, the runtime torch_npu loaded (linked into it, or found through its
+    environment) is the one the loader returns, so torch_npu is loaded first when there is
+    an NPU.
+    """
     found = cann.find_library(LIBRARY_NAME)
     if found and os.path.isfile(found):
         return found
+    from npu_platform import detect, device
+
+    if detect.detect().is_npu:
+        device.backend()  # imports torch_npu, which loads libascendcl
     return ctypes.util.find_library("ascendcl") or LIBRARY_NAME
 
 
-class AclPhysicalMemory:
+class AclPhysicalMemory(PhysicalMemory):
     """A physical allocation (``aclrtDrvMemHandle``) created by :meth:`AclDriver.create`."""
 
-    __slots__ = ("device", "freed", "ptr", "size")
+    __slots__ = ()
 
-    def __init__(self, ptr: int, size: int, device: int) -> None:
-        self.ptr = ptr
-        self.size = size
-        self.device = device
-        self.freed = False
-
-    def __repr__(self) -> str:
-        state = " freed" if self.freed else ""
-        return f"<AclPhysicalMemory {self.ptr:#x} {self.size} bytes device {self.device}{state}>"
+    @property
+    def ptr(self) -> int:
+        """The ``aclrtDrvMemHandle`` (a pointer)."""
+        return self.handle
 
 
-class HostMemory:
-    """Host memory from :meth:`host_alloc`: its address and size."""
-
-    __slots__ = ("freed", "ptr", "size")
-
-    def __init__(self, ptr: int, size: int) -> None:
-        self.ptr = ptr
-        self.size = size
-        self.freed = False
-
-    def __repr__(self) -> str:
-        return f"<HostMemory {self.ptr:#x} {self.size} bytes{' freed' if self.freed else ''}>"
-
-
-class RangeIndex:
-    """Address ranges ``[start, start + size)``, one value each; finds the range of an address."""
-
-    def __init__(self) -> None:
-        self._starts: list[int] = []
-        self._items: dict[int, tuple[int, int]] = {}
-        self._lock = threading.Lock()
-
-    def add(self, start: int, size: int, value: int) -> None:
-        with self._lock:
-            if start not in self._items:
-                bisect.insort(self._starts, start)
-            self._items[start] = (size, value)
-
-    def pop(self, start: int) -> tuple[int, int] | None:
-        with self._lock:
-            item = self._items.pop(start, None)
-            if item is not None:
-                del self._starts[bisect.bisect_left(self._starts, start)]
-            return item
-
-    def get(self, start: int) -> tuple[int, int] | None:
-        return self._items.get(start)
-
-    def find(self, address: int) -> int | None:
-        """The value of the range holding ``address``, or ``None``."""
-        with self._lock:
-            i = bisect.bisect_right(self._starts, address) - 1
-            if i < 0:
-                return None
-            start = self._starts[i]
-            size, value = self._items[start]
-            return value if address < start + size else None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-
-def round_up(size: int, unit: int) -> int:
-    if size <= 0:
-        raise ValueError(f"size must be positive, got {size}")
-    return -(-size // unit) * unit
-
-
-class AclDriver:
+class AclDriver(LibraryDriver):
     """The :class:`npu_platform.memory.driver.Driver` protocol over the ACL runtime."""
 
     name = "acl"
+    api = "ACL"
+    SUCCESS = ACL_SUCCESS
+    SIGNATURES = SIGNATURES
+    OPTIONAL_SIGNATURES = OPTIONAL_SIGNATURES
+    C_TYPES = C_TYPES
+    physical_type = AclPhysicalMemory
+    LOAD_FAILURE = (
+        "cannot load the Ascend runtime {library!r}: {error}. Install CANN and source its "
+        "set_env.sh (or pass the path of libascendcl.so)."
+    )
+    MISSING_SYMBOL = "{library} has no {symbol}: the ACL virtual-memory API needs CANN 7.0 or newer"
+    GRANULARITY_CALL = "aclrtMemGetAllocationGranularity"
+    HOST_ALLOC_CALL = "aclrtMallocHost"
 
     def __init__(
         self,
@@ -278,32 +238,9 @@ class AclDriver:
         huge pages); ``info_attr`` the ``aclrtGetMemInfo`` attribute (all HBM);
         ``default_device`` is used for calls that name no device on a thread with none set.
         """
-        self.library = library or default_library()
-        try:
-            self._lib = ctypes.CDLL(self.library)
-        except OSError as exc:
-            raise DriverError(
-                f"cannot load the Ascend runtime {self.library!r}: {exc}. Install CANN and "
-                "source its set_env.sh (or pass the path of libascendcl.so)."
-            ) from exc
-        self._fn: dict[str, Any] = {}
-        for fname, signature in SIGNATURES.items():
-            try:
-                self._fn[fname] = declare(self._lib, fname, signature)
-            except AttributeError as exc:
-                raise DriverError(
-                    f"{self.library} has no {fname}: the ACL virtual-memory API needs CANN 7.0 "
-                    "or newer"
-                ) from exc
-        for fname, signature in OPTIONAL_SIGNATURES.items():
-            with contextlib.suppress(AttributeError):
-                self._fn[fname] = declare(self._lib, fname, signature)
+        super().__init__(library or default_library(), default_device=default_device)
         self.mem_attr = mem_attr
         self.info_attr = info_attr
-        self.default_device = default_device
-        self._granularity: dict[int, int] = {}
-        self._reserved = RangeIndex()  # va -> (size, device)
-        self._mapped = RangeIndex()  # va -> (size, device)
         self._init_lock = threading.Lock()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -319,11 +256,6 @@ class AclDriver:
         if rc == ACL_ERROR_RT_MEMORY_ALLOCATION:
             return OutOfDeviceMemory(message + " (device out of memory)", rc)
         return DriverError(message, rc)
-
-    def _call(self, call: str, *args: object) -> None:
-        rc = self._fn[call](*args)
-        if rc != ACL_SUCCESS:
-            raise self._error(call, rc)
 
     def _current_device(self) -> int | None:
         device = ctypes.c_int32(-1)
@@ -367,129 +299,80 @@ class AclDriver:
         prop.reserve = 0
         return prop
 
-    def _round(self, size: int, device: int) -> int:
-        return round_up(size, self.granularity(device))
+    # -- the ACL calls (run with the right device current) ---------------------------------
 
-    # -- Driver protocol -------------------------------------------------------------------
-
-    def granularity(self, device: int) -> int:
-        cached = self._granularity.get(device)
-        if cached is not None:
-            return cached
+    def _do_granularity(self, device: int) -> int:
         prop = self._prop(device)
         value = ctypes.c_size_t(0)
-        with self._on(device):
-            self._call(
-                "aclrtMemGetAllocationGranularity",
-                ctypes.byref(prop),
-                ACL_RT_MEM_ALLOC_GRANULARITY_MINIMUM,
-                ctypes.byref(value),
-            )
-        if value.value <= 0:
-            raise DriverError(f"aclrtMemGetAllocationGranularity returned {value.value}")
-        self._granularity[device] = value.value
+        self._call(
+            "aclrtMemGetAllocationGranularity",
+            ctypes.byref(prop),
+            ACL_RT_MEM_ALLOC_GRANULARITY_MINIMUM,
+            ctypes.byref(value),
+        )
         return value.value
 
-    def reserve(self, size: int, device: int) -> int:
-        size = self._round(size, device)
+    def _do_reserve(self, size: int) -> int:
         ptr = ctypes.c_void_p()
-        with self._on(device):
-            self._call("aclrtReserveMemAddress", ctypes.byref(ptr), size, 0, None, 0)
+        self._call("aclrtReserveMemAddress", ctypes.byref(ptr), size, 0, None, 0)
         if not ptr.value:
             raise DriverError("aclrtReserveMemAddress returned a NULL address")
-        self._reserved.add(ptr.value, size, device)
         return ptr.value
 
-    def release(self, va: int, size: int) -> None:
-        entry = self._reserved.get(va)
-        device = entry[1] if entry is not None else None
-        with self._on(device):
-            self._call("aclrtReleaseMemAddress", ctypes.c_void_p(va))
-        self._reserved.pop(va)
+    def _do_release(self, va: int, size: int) -> None:
+        self._call("aclrtReleaseMemAddress", ctypes.c_void_p(va))
 
-    def create(self, size: int, device: int) -> AclPhysicalMemory:
-        size = self._round(size, device)
+    def _do_create(self, size: int, device: int) -> AclPhysicalMemory:
         prop = self._prop(device)
         handle = ctypes.c_void_p()
-        with self._on(device):
-            self._call("aclrtMallocPhysical", ctypes.byref(handle), size, ctypes.byref(prop), 0)
+        self._call("aclrtMallocPhysical", ctypes.byref(handle), size, ctypes.byref(prop), 0)
         if not handle.value:
             raise DriverError("aclrtMallocPhysical returned a NULL handle")
         return AclPhysicalMemory(handle.value, size, device)
 
-    def free(self, handle: object) -> None:
-        if not isinstance(handle, AclPhysicalMemory):
-            raise DriverError(f"not an ACL physical allocation: {handle!r}")
-        if handle.freed:
-            raise DriverError(f"{handle!r} was already freed")
-        with self._on(handle.device):
-            self._call("aclrtFreePhysical", ctypes.c_void_p(handle.ptr))
-        handle.freed = True
+    def _do_free(self, handle: AclPhysicalMemory) -> None:
+        self._call("aclrtFreePhysical", ctypes.c_void_p(handle.ptr))
 
-    def map(self, va: int, size: int, handle: object, device: int) -> None:
-        if not isinstance(handle, AclPhysicalMemory) or handle.freed:
-            raise DriverError(f"not a live ACL physical allocation: {handle!r}")
-        size = self._round(size, device)
-        with self._on(device):
-            # ACL maps read/write for the device: there is no separate access call.
-            self._call("aclrtMapMem", ctypes.c_void_p(va), size, 0, ctypes.c_void_p(handle.ptr), 0)
-        self._mapped.add(va, size, device)
+    def _do_map(self, va: int, size: int, handle: AclPhysicalMemory, device: int) -> None:
+        # ACL maps read/write for the device: there is no separate access call.
+        self._call("aclrtMapMem", ctypes.c_void_p(va), size, 0, ctypes.c_void_p(handle.ptr), 0)
 
-    def unmap(self, va: int, size: int) -> None:
-        entry = self._mapped.get(va)
-        device = entry[1] if entry is not None else None
-        with self._on(device):
-            self._call("aclrtUnmapMem", ctypes.c_void_p(va))
-        self._mapped.pop(va)
+    def _do_unmap(self, va: int, size: int) -> None:
+        self._call("aclrtUnmapMem", ctypes.c_void_p(va))  # aclrtUnmapMem takes no size
 
-    def copy_to_host(self, host_ptr: int, va: int, size: int) -> None:
-        with self._on(self._mapped.find(va)):
-            self._call(
-                "aclrtMemcpy",
-                ctypes.c_void_p(host_ptr),
-                size,
-                ctypes.c_void_p(va),
-                size,
-                ACL_MEMCPY_DEVICE_TO_HOST,
-            )
+    def _do_copy_to_host(self, host_ptr: int, va: int, size: int) -> None:
+        self._call(
+            "aclrtMemcpy",
+            ctypes.c_void_p(host_ptr),
+            size,
+            ctypes.c_void_p(va),
+            size,
+            ACL_MEMCPY_DEVICE_TO_HOST,
+        )
 
-    def copy_from_host(self, va: int, host_ptr: int, size: int) -> None:
-        with self._on(self._mapped.find(va)):
-            self._call(
-                "aclrtMemcpy",
-                ctypes.c_void_p(va),
-                size,
-                ctypes.c_void_p(host_ptr),
-                size,
-                ACL_MEMCPY_HOST_TO_DEVICE,
-            )
+    def _do_copy_from_host(self, va: int, host_ptr: int, size: int) -> None:
+        self._call(
+            "aclrtMemcpy",
+            ctypes.c_void_p(va),
+            size,
+            ctypes.c_void_p(host_ptr),
+            size,
+            ACL_MEMCPY_HOST_TO_DEVICE,
+        )
 
-    def host_alloc(self, size: int) -> tuple[int, object]:
-        if size <= 0:
-            raise ValueError(f"size must be positive, got {size}")
+    def _do_host_alloc(self, size: int) -> int:
         ptr = ctypes.c_void_p()
-        with self._on(None):
-            self._call("aclrtMallocHost", ctypes.byref(ptr), size)
-        if not ptr.value:
-            raise DriverError("aclrtMallocHost returned NULL")
-        return ptr.value, HostMemory(ptr.value, size)
+        self._call("aclrtMallocHost", ctypes.byref(ptr), size)
+        return ptr.value or 0
 
-    def host_free(self, handle: object) -> None:
-        if not isinstance(handle, HostMemory):
-            raise DriverError(f"not host memory from AclDriver.host_alloc: {handle!r}")
-        if handle.freed:
-            raise DriverError(f"{handle!r} was already freed")
-        with self._on(None):
-            self._call("aclrtFreeHost", ctypes.c_void_p(handle.ptr))
-        handle.freed = True
+    def _do_host_free(self, ptr: int) -> None:
+        self._call("aclrtFreeHost", ctypes.c_void_p(ptr))
 
-    def synchronize(self, device: int) -> None:
-        with self._on(device):
-            self._call("aclrtSynchronizeDevice")
+    def _do_synchronize(self) -> None:
+        self._call("aclrtSynchronizeDevice")
 
-    def mem_info(self, device: int) -> tuple[int, int]:
+    def _do_mem_info(self) -> tuple[int, int]:
         free = ctypes.c_size_t(0)
         total = ctypes.c_size_t(0)
-        with self._on(device):
-            self._call("aclrtGetMemInfo", self.info_attr, ctypes.byref(free), ctypes.byref(total))
+        self._call("aclrtGetMemInfo", self.info_attr, ctypes.byref(free), ctypes.byref(total))
         return free.value, total.value

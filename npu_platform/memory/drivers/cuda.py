@@ -24,8 +24,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from npu_platform.memory.driver import DriverError, OutOfDeviceMemory
-from npu_platform.memory.drivers.acl import HostMemory, RangeIndex, round_up
+from npu_platform.memory.driver import (
+    DriverError,
+    LibraryDriver,
+    OutOfDeviceMemory,
+    PhysicalMemory,
+)
 
 LIBRARY_NAME = "libcuda.so.1"
 
@@ -154,52 +158,32 @@ SIGNATURES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-class CudaPhysicalMemory:
+class CudaPhysicalMemory(PhysicalMemory):
     """A ``CUmemGenericAllocationHandle`` created by :meth:`CudaDriver.create`."""
 
-    __slots__ = ("device", "freed", "handle", "size")
-
-    def __init__(self, handle: int, size: int, device: int) -> None:
-        self.handle = handle
-        self.size = size
-        self.device = device
-        self.freed = False
-
-    def __repr__(self) -> str:
-        state = " freed" if self.freed else ""
-        return (
-            f"<CudaPhysicalMemory {self.handle:#x} {self.size} bytes device {self.device}{state}>"
-        )
+    __slots__ = ()
 
 
-class CudaDriver:
+class CudaDriver(LibraryDriver):
     """The :class:`npu_platform.memory.driver.Driver` protocol over the CUDA driver API."""
 
     name = "cuda"
+    api = "CUDA"
+    SUCCESS = CUDA_SUCCESS
+    SIGNATURES = SIGNATURES
+    C_TYPES = C_TYPES
+    physical_type = CudaPhysicalMemory
+    LOAD_FAILURE = (
+        "cannot load the CUDA driver {library!r}: {error}. Is the NVIDIA driver installed?"
+    )
+    MISSING_SYMBOL = "{library} has no {symbol}: the CUDA driver is too old"
+    GRANULARITY_CALL = "cuMemGetAllocationGranularity"
+    HOST_ALLOC_CALL = "cuMemHostAlloc"
 
     def __init__(self, library: str = LIBRARY_NAME, *, default_device: int = 0) -> None:
-        self.library = library
-        try:
-            self._lib = ctypes.CDLL(library)
-        except OSError as exc:
-            raise DriverError(
-                f"cannot load the CUDA driver {library!r}: {exc}. Is the NVIDIA driver installed?"
-            ) from exc
-        self._fn: dict[str, Any] = {}
-        for fname, (restype, params) in SIGNATURES.items():
-            try:
-                fn = getattr(self._lib, fname)
-            except AttributeError as exc:
-                raise DriverError(f"{library} has no {fname}: the CUDA driver is too old") from exc
-            fn.restype = C_TYPES[restype]
-            fn.argtypes = [C_TYPES[p] for p in params]
-            self._fn[fname] = fn
-        self.default_device = default_device
+        super().__init__(library, default_device=default_device)
         self._contexts: dict[int, int] = {}
         self._ctx_lock = threading.Lock()
-        self._granularity: dict[int, int] = {}
-        self._reserved = RangeIndex()  # va -> (size, device)
-        self._mapped = RangeIndex()  # va -> (size, device)
         self._call("cuInit", 0)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -214,11 +198,6 @@ class CudaDriver:
         if rc == CUDA_ERROR_OUT_OF_MEMORY:
             return OutOfDeviceMemory(message + " (device out of memory)", rc)
         return DriverError(message, rc)
-
-    def _call(self, call: str, *args: object) -> None:
-        rc = self._fn[call](*args)
-        if rc != CUDA_SUCCESS:
-            raise self._error(call, rc)
 
     def device_count(self) -> int:
         count = ctypes.c_int(0)
@@ -262,8 +241,10 @@ class CudaDriver:
         prop.location.id = device
         return prop
 
-    def _round(self, size: int, device: int) -> int:
-        return round_up(size, self.granularity(device))
+    def _unrecorded_size(self, size: int) -> int:
+        # cuMemAddressFree needs the reserved size: release() passes the one reserve()
+        # recorded, and rounds a size it did not record the way reserve() would have.
+        return self._round(size, self.default_device)
 
     def close(self) -> None:
         """Release the primary contexts this driver retained."""
@@ -274,120 +255,70 @@ class CudaDriver:
                     self._fn["cuDevicePrimaryCtxRelease_v2"](dev)
                 del self._contexts[device]
 
-    # -- Driver protocol -------------------------------------------------------------------
+    # -- the CUDA calls (run with the right context current) -------------------------------
 
-    def granularity(self, device: int) -> int:
-        cached = self._granularity.get(device)
-        if cached is not None:
-            return cached
+    def _do_granularity(self, device: int) -> int:
         prop = self._prop(device)
         value = ctypes.c_size_t(0)
-        with self._on(device):
-            self._call(
-                "cuMemGetAllocationGranularity",
-                ctypes.byref(value),
-                ctypes.byref(prop),
-                CU_MEM_ALLOC_GRANULARITY_MINIMUM,
-            )
-        if value.value <= 0:
-            raise DriverError(f"cuMemGetAllocationGranularity returned {value.value}")
-        self._granularity[device] = value.value
+        self._call(
+            "cuMemGetAllocationGranularity",
+            ctypes.byref(value),
+            ctypes.byref(prop),
+            CU_MEM_ALLOC_GRANULARITY_MINIMUM,
+        )
         return value.value
 
-    def reserve(self, size: int, device: int) -> int:
-        size = self._round(size, device)
+    def _do_reserve(self, size: int) -> int:
         ptr = CUdeviceptr(0)
-        with self._on(device):
-            self._call("cuMemAddressReserve", ctypes.byref(ptr), size, 0, 0, 0)
-        self._reserved.add(ptr.value, size, device)
+        self._call("cuMemAddressReserve", ctypes.byref(ptr), size, 0, 0, 0)
         return ptr.value
 
-    def release(self, va: int, size: int) -> None:
-        # cuMemAddressFree needs the reserved size: the rounded one reserve() recorded.
-        entry = self._reserved.get(va)
-        device = entry[1] if entry is not None else None
-        size = entry[0] if entry is not None else self._round(size, self.default_device)
-        with self._on(device):
-            self._call("cuMemAddressFree", va, size)
-        self._reserved.pop(va)
+    def _do_release(self, va: int, size: int) -> None:
+        self._call("cuMemAddressFree", va, size)
 
-    def create(self, size: int, device: int) -> CudaPhysicalMemory:
-        size = self._round(size, device)
+    def _do_create(self, size: int, device: int) -> CudaPhysicalMemory:
         prop = self._prop(device)
         handle = CUmemGenericAllocationHandle(0)
-        with self._on(device):
-            self._call("cuMemCreate", ctypes.byref(handle), size, ctypes.byref(prop), 0)
+        self._call("cuMemCreate", ctypes.byref(handle), size, ctypes.byref(prop), 0)
         return CudaPhysicalMemory(handle.value, size, device)
 
-    def free(self, handle: object) -> None:
-        if not isinstance(handle, CudaPhysicalMemory):
-            raise DriverError(f"not a CUDA physical allocation: {handle!r}")
-        if handle.freed:
-            raise DriverError(f"{handle!r} was already freed")
-        with self._on(handle.device):
-            self._call("cuMemRelease", handle.handle)
-        handle.freed = True
+    def _do_free(self, handle: CudaPhysicalMemory) -> None:
+        self._call("cuMemRelease", handle.handle)
 
-    def map(self, va: int, size: int, handle: object, device: int) -> None:
-        if not isinstance(handle, CudaPhysicalMemory) or handle.freed:
-            raise DriverError(f"not a live CUDA physical allocation: {handle!r}")
-        size = self._round(size, device)
+    def _do_map(self, va: int, size: int, handle: CudaPhysicalMemory, device: int) -> None:
         access = CUmemAccessDesc()
         access.location.type = CU_MEM_LOCATION_TYPE_DEVICE
         access.location.id = device
         access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE
-        with self._on(device):
-            self._call("cuMemMap", va, size, 0, handle.handle, 0)
-            try:
-                self._call("cuMemSetAccess", va, size, ctypes.byref(access), 1)
-            except DriverError:
-                self._fn["cuMemUnmap"](va, size)
-                raise
-        self._mapped.add(va, size, device)
+        self._call("cuMemMap", va, size, 0, handle.handle, 0)
+        try:
+            self._call("cuMemSetAccess", va, size, ctypes.byref(access), 1)
+        except DriverError:
+            self._fn["cuMemUnmap"](va, size)
+            raise
 
-    def unmap(self, va: int, size: int) -> None:
-        entry = self._mapped.get(va)
-        device = entry[1] if entry is not None else None
-        if entry is not None:
-            size = entry[0]
-        with self._on(device):
-            self._call("cuMemUnmap", va, size)
-        self._mapped.pop(va)
+    def _do_unmap(self, va: int, size: int) -> None:
+        self._call("cuMemUnmap", va, size)
 
-    def copy_to_host(self, host_ptr: int, va: int, size: int) -> None:
-        with self._on(self._mapped.find(va)):
-            self._call("cuMemcpyDtoH_v2", ctypes.c_void_p(host_ptr), va, size)
+    def _do_copy_to_host(self, host_ptr: int, va: int, size: int) -> None:
+        self._call("cuMemcpyDtoH_v2", ctypes.c_void_p(host_ptr), va, size)
 
-    def copy_from_host(self, va: int, host_ptr: int, size: int) -> None:
-        with self._on(self._mapped.find(va)):
-            self._call("cuMemcpyHtoD_v2", va, ctypes.c_void_p(host_ptr), size)
+    def _do_copy_from_host(self, va: int, host_ptr: int, size: int) -> None:
+        self._call("cuMemcpyHtoD_v2", va, ctypes.c_void_p(host_ptr), size)
 
-    def host_alloc(self, size: int) -> tuple[int, object]:
-        if size <= 0:
-            raise ValueError(f"size must be positive, got {size}")
+    def _do_host_alloc(self, size: int) -> int:
         ptr = ctypes.c_void_p()
-        with self._on(None):
-            self._call("cuMemHostAlloc", ctypes.byref(ptr), size, CU_MEMHOSTALLOC_PORTABLE)
-        if not ptr.value:
-            raise DriverError("cuMemHostAlloc returned NULL")
-        return ptr.value, HostMemory(ptr.value, size)
+        self._call("cuMemHostAlloc", ctypes.byref(ptr), size, CU_MEMHOSTALLOC_PORTABLE)
+        return ptr.value or 0
 
-    def host_free(self, handle: object) -> None:
-        if not isinstance(handle, HostMemory):
-            raise DriverError(f"not host memory from CudaDriver.host_alloc: {handle!r}")
-        if handle.freed:
-            raise DriverError(f"{handle!r} was already freed")
-        with self._on(None):
-            self._call("cuMemFreeHost", ctypes.c_void_p(handle.ptr))
-        handle.freed = True
+    def _do_host_free(self, ptr: int) -> None:
+        self._call("cuMemFreeHost", ctypes.c_void_p(ptr))
 
-    def synchronize(self, device: int) -> None:
-        with self._on(device):
-            self._call("cuCtxSynchronize")
+    def _do_synchronize(self) -> None:
+        self._call("cuCtxSynchronize")
 
-    def mem_info(self, device: int) -> tuple[int, int]:
+    def _do_mem_info(self) -> tuple[int, int]:
         free = ctypes.c_size_t(0)
         total = ctypes.c_size_t(0)
-        with self._on(device):
-            self._call("cuMemGetInfo_v2", ctypes.byref(free), ctypes.byref(total))
+        self._call("cuMemGetInfo_v2", ctypes.byref(free), ctypes.byref(total))
         return free.value, total.value

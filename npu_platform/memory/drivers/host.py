@@ -32,6 +32,7 @@ import threading
 
 from npu_platform.hostinfo import host_memory
 from npu_platform.memory.driver import DriverError, OutOfDeviceMemory
+from npu_platform.memory.units import round_up
 
 __all__ = ["HostDriver"]
 
@@ -120,10 +121,6 @@ class _HostBuffer:
         return f"<host buffer 0x{self.ptr:x} size={self.size}>"
 
 
-def _round_up(value: int, unit: int) -> int:
-    return (value + unit - 1) // unit * unit
-
-
 class HostDriver:
     """Linux host-memory implementation of :class:`npu_platform.memory.driver.Driver`.
 
@@ -205,7 +202,7 @@ class HostDriver:
         )
         if base in (None, _MAP_FAILED):
             raise _fail("mmap(PROT_NONE)", f"reserving {size} bytes of address space")
-        start = _round_up(base, align)
+        start = round_up(base, align)
         head = start - base
         tail = span - head - size
         if head:
@@ -365,7 +362,7 @@ class HostDriver:
             raise DriverError(f"host driver: host_alloc of {size} bytes")
         # Align to the huge-page size and ask for transparent huge pages: first touch of
         # fresh memory is then one fault per 2 MiB instead of one per 4 KiB.
-        length = _round_up(size, self._page)
+        length = round_up(size, self._page)
         huge = length >= _THP_SIZE
         span = length + (_THP_SIZE if huge else 0)
         base = _libc.mmap(
@@ -380,7 +377,7 @@ class HostDriver:
                     code=err,
                 )
             raise _fail("mmap", f"allocating a {size}-byte host buffer")
-        ptr = _round_up(base, _THP_SIZE) if huge else base
+        ptr = round_up(base, _THP_SIZE) if huge else base
         if huge:
             _libc.madvise(ptr, length, _MADV_HUGEPAGE)  # advisory; failure is harmless
         buf = _HostBuffer(base, span, ptr, size)

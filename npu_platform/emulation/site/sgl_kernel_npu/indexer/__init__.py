@@ -1,0 +1,1 @@
+"""``sgl_kernel_npu.indexer`` stand-in (see the package docstring)."""

@@ -1,0 +1,1 @@
+"""torch_npu._C on the emulated NPU."""

@@ -1,0 +1,1 @@
+"""``torchair.ge_concrete_graph`` stand-in (no graph engine on the emulated NPU)."""

@@ -1,0 +1,1 @@
+"""``torchair.ge_concrete_graph.ge_converter`` stand-in."""

@@ -1,0 +1,1 @@
+"""``torchair.ge_concrete_graph.ge_converter.experimental`` stand-in."""
