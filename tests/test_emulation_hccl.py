@@ -84,6 +84,21 @@ WORKER = textwrap.dedent(
         dist.broadcast(t, src=1)
         expect(t, value(1, 6), "broadcast")
 
+        # reduce (incl. AVG at the root), gather, scatter
+        t = value(rank, 3).to(device)
+        dist.reduce(t, dst=1, op=dist.ReduceOp.AVG)
+        if rank == 1:
+            expect(t, (value(0, 3) + value(1, 3)) / 2, "reduce AVG")
+        gathered = [torch.empty(2, device=device) for _ in range(WORLD)] if rank == 0 else None
+        dist.gather(value(rank, 2).to(device), gathered, dst=0)
+        if rank == 0:
+            for r in range(WORLD):
+                expect(gathered[r], value(r, 2), f"gather[{r}]")
+        t = torch.empty(2, device=device)
+        parts = [value(r, 2).to(device) * 3 for r in range(WORLD)] if rank == 1 else None
+        dist.scatter(t, parts, src=1)
+        expect(t, value(rank, 2) * 3, "scatter")
+
         # all_gather: even, then uneven sizes (NCCL accepts it, gloo would not)
         outs = [torch.empty(4, device=device) for _ in range(WORLD)]
         dist.all_gather(outs, value(rank, 4).to(device))

@@ -318,11 +318,6 @@ def test_out_of_memory_in_a_region_is_a_torch_error(saver, acl_limit, caplog):
     del ok, still
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: the process-wide AllocShim serves one manager (the facade whose "
-    "PoolRoute was set up last), so a region of the other facade allocates from it",
-)
 def test_two_facades_keep_their_own_allocations(emulated):
     with _shim_restored():
         one = TorchMemorySaver()

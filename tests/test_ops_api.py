@@ -1,7 +1,12 @@
-"""The public op API (npu_platform.ops) on the emulated NPU, its backend choice and counter."""
+"""The public op API (npu_platform.ops) on the emulated NPU, its backend choice and counter.
+
+The ops run on ``npu`` tensors through the emulated torch_npu and are compared with plain
+torch (float32, on the CPU) computed from the same inputs.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 import threading
@@ -12,26 +17,48 @@ import torch
 
 from npu_platform import detect as detect_mod
 from npu_platform import ops
+from npu_platform.emulation.kernels import EMULATED
 from npu_platform.errors import EnvironmentProblem
 from tests._ops_helpers import (
-    assert_close,
+    PagedBatch,
     gptj_rotary,
     make_paged_batch,
     naive_attention,
     neox_rotary,
 )
+from tests._ops_helpers import assert_close as _assert_close_cpu
 
 FLOATS = [torch.float32, torch.bfloat16]
+NPU = "npu:0"  # a torch.device("npu") exists only once the emulated torch_npu is loaded
 
 
 @pytest.fixture
-def npu_emulated(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("NPU_PLATFORM_EMULATE", "1")
-    detect_mod.detect(refresh=True)
+def npu_emulated(emulated):
+    """The emulated NPU with its torch_npu loaded (tests/conftest.py), op counts at zero."""
     ops.reset_op_counts()
     yield
-    monkeypatch.delenv("NPU_PLATFORM_EMULATE", raising=False)
-    detect_mod.detect(refresh=True)
+    ops.reset_op_counts()
+
+
+def npu(t: torch.Tensor) -> torch.Tensor:
+    return t.to(NPU)
+
+
+def npu_batch(batch: PagedBatch) -> PagedBatch:
+    """The same batch with its tensors on the npu device."""
+    return dataclasses.replace(
+        batch,
+        query=npu(batch.query),
+        key_cache=npu(batch.key_cache),
+        value_cache=npu(batch.value_cache),
+        block_table=npu(batch.block_table),
+    )
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
+    """An op's result, on the npu device, against a CPU reference."""
+    assert actual.device.type == "npu", f"the result is on {actual.device}, not on npu"
+    _assert_close_cpu(actual.cpu(), expected, dtype)
 
 
 def _seed(request: pytest.FixtureRequest) -> int:
@@ -42,7 +69,35 @@ def _seed(request: pytest.FixtureRequest) -> int:
 
 
 def test_backend_follows_detection(npu_emulated) -> None:
-    assert ops.backend() is ops.emulated_torch_npu()
+    import torch_npu
+
+    assert ops.backend() is torch_npu
+    assert detect_mod._emulated_torch_npu_loaded(), torch_npu.__file__
+    assert torch.npu is torch_npu.npu
+
+
+def test_a_wrong_keyword_is_refused_before_torch_npu_is_called(
+    npu_emulated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch_npu
+
+    calls: list[tuple] = []
+    real = torch_npu.npu_rms_norm
+
+    def recording(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch_npu, "npu_rms_norm", recording)
+    x, w = npu(torch.randn(2, 8)), npu(torch.ones(8))
+    with pytest.raises(ops.ContractError, match="unexpected keyword argument 'eps'.*'epsilon'"):
+        ops._call("npu_rms_norm", x, w, eps=1e-6)
+    assert calls == []
+    assert ops.op_counts() == {}
+    y = ops.rms_norm(x, w, 1e-6)  # the public op spells it right
+    assert len(calls) == 1 and calls[0][1] == {"epsilon": 1e-6}
+    assert str(y.device) == NPU
+    assert ops.op_counts() == {"npu_rms_norm": 1}
 
 
 def test_no_npu_raises_environment_problem(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -53,6 +108,27 @@ def test_no_npu_raises_environment_problem(monkeypatch: pytest.MonkeyPatch) -> N
         ops.rms_norm(torch.ones(2, 2), torch.ones(2), 1e-6)
 
 
+def test_real_npu_path_checks_the_contract_before_calling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On REAL, a call torch_npu's schema refuses never reaches ``torch_npu.<op>``."""
+    calls: list[str] = []
+    fake = types.ModuleType("torch_npu")
+    fake.npu_rms_norm = lambda *a, **k: calls.append("npu_rms_norm")
+    monkeypatch.setitem(sys.modules, "torch_npu", fake)
+    monkeypatch.setattr(
+        detect_mod, "_cached", detect_mod.Detection(detect_mod.Target.REAL, "test", 1)
+    )
+    ops.reset_op_counts()
+    x, w = torch.ones(2, 8), torch.ones(8)
+    with pytest.raises(ops.ContractError, match="npu_rms_norm.*'eps'"):
+        ops._call("npu_rms_norm", x, w, eps=1e-6)
+    with pytest.raises(ops.ContractError, match="npu_rms_norm"):
+        ops._call("npu_rms_norm", x)  # gamma missing
+    assert calls == []
+    assert ops.op_counts() == {}
+    ops._call("npu_rms_norm", x, w, epsilon=1e-6)
+    assert calls == ["npu_rms_norm"]
+
+
 def test_real_npu_path_calls_the_torch_npu_module(monkeypatch: pytest.MonkeyPatch) -> None:
     """On REAL the ops call ``torch_npu.<op>`` with the arguments the emulator checks."""
     calls: list[str] = []
@@ -61,7 +137,7 @@ def test_real_npu_path_calls_the_torch_npu_module(monkeypatch: pytest.MonkeyPatc
     def forward(name):
         def fn(*args, **kwargs):
             calls.append(name)
-            return getattr(ops.emulated_torch_npu(), name)(*args, **kwargs)
+            return getattr(EMULATED, name)(*args, **kwargs)  # the CPU references
 
         return fn
 
@@ -95,8 +171,8 @@ def test_rms_norm_and_add_rms_norm(npu_emulated, dtype, request) -> None:
         t = t.float()
         return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + 1e-6) * w.float()
 
-    assert_close(ops.rms_norm(x, w, 1e-6), vllm_rms(x), dtype)
-    out, new_res = ops.add_rms_norm(x, res, w, 1e-6)
+    assert_close(ops.rms_norm(npu(x), npu(w), 1e-6), vllm_rms(x), dtype)
+    out, new_res = ops.add_rms_norm(npu(x), npu(res), npu(w), 1e-6)
     summed = x.float() + res.float()
     assert_close(new_res, summed, dtype)
     assert_close(out, vllm_rms(summed), dtype)
@@ -109,7 +185,7 @@ def test_silu_and_mul_matches_vllm(npu_emulated, dtype, request) -> None:
     x = torch.randn(4, 3, 20).to(dtype)
     d = x.shape[-1] // 2
     expected = torch.nn.functional.silu(x[..., :d].float()) * x[..., d:].float()
-    assert_close(ops.silu_and_mul(x), expected, dtype)
+    assert_close(ops.silu_and_mul(npu(x)), expected, dtype)
 
 
 # --------------------------------------------------------------------------- rotary
@@ -124,33 +200,37 @@ def test_rotary_embedding(npu_emulated, dtype, is_neox, rotary_dim, request) -> 
     q, k = torch.randn(t, nq, d).to(dtype), torch.randn(t, nk, d).to(dtype)
     angles = torch.rand(t, rotary_dim // 2) * 6.3
     cos, sin = torch.cos(angles).to(dtype).float(), torch.sin(angles).to(dtype).float()
-    q_in, k_in = q.clone(), k.clone()
-    q_out, k_out = ops.rotary_embedding(q, k, cos, sin, is_neox=is_neox)
+    q_npu, k_npu, cos_npu, sin_npu = npu(q), npu(k), npu(cos), npu(sin)
+    q_out, k_out = ops.rotary_embedding(q_npu, k_npu, cos_npu, sin_npu, is_neox=is_neox)
     rope = neox_rotary if is_neox else gptj_rotary
     for out, x in ((q_out, q), (k_out, k)):
         expected = torch.cat((rope(x[..., :rotary_dim], cos, sin), x[..., rotary_dim:].float()), -1)
         assert out.shape == x.shape and out.dtype == dtype
         assert_close(out, expected, dtype)
-    assert torch.equal(q, q_in) and torch.equal(k, k_in)  # inputs untouched
+    assert torch.equal(q_npu.cpu(), q) and torch.equal(k_npu.cpu(), k)  # inputs untouched
     # the flattened (T, N * D) form used by vLLM's rotary layers
     q2, k2 = ops.rotary_embedding(
-        q.reshape(t, -1), k.reshape(t, -1), cos, sin, is_neox=is_neox, head_size=d
+        q_npu.reshape(t, -1), k_npu.reshape(t, -1), cos_npu, sin_npu, is_neox=is_neox, head_size=d
     )
-    assert q2.shape == (t, nq * d)
-    assert torch.equal(q2.reshape(t, nq, d), q_out) and torch.equal(k2.reshape(t, nk, d), k_out)
+    assert q2.shape == (t, nq * d) and str(q2.device) == NPU
+    assert torch.equal(q2.reshape(t, nq, d).cpu(), q_out.cpu())
+    assert torch.equal(k2.reshape(t, nk, d).cpu(), k_out.cpu())
     assert ops.op_counts()["npu_rotary_mul"] == 4
 
 
 def test_rotary_embedding_argument_errors(npu_emulated) -> None:
-    q = torch.randn(3, 2, 8)
+    q = npu(torch.randn(3, 2, 8))
+
+    def ones(*shape):
+        return torch.ones(*shape, device=NPU)
+
     with pytest.raises(ValueError, match="head_size"):
-        ops.rotary_embedding(
-            q.reshape(3, 16), None, torch.ones(3, 4), torch.ones(3, 4), is_neox=True
-        )
+        ops.rotary_embedding(q.reshape(3, 16), None, ones(3, 4), ones(3, 4), is_neox=True)
     with pytest.raises(ValueError, match="rotary_dim 16 exceeds head_size 8"):
-        ops.rotary_embedding(q, None, torch.ones(3, 8), torch.ones(3, 8), is_neox=True)
+        ops.rotary_embedding(q, None, ones(3, 8), ones(3, 8), is_neox=True)
     with pytest.raises(ValueError, match=r"\(T, rotary_dim // 2\)"):
-        ops.rotary_embedding(q, None, torch.ones(4, 4), torch.ones(4, 4), is_neox=True)
+        ops.rotary_embedding(q, None, ones(4, 4), ones(4, 4), is_neox=True)
+    assert ops.op_counts() == {}
 
 
 # --------------------------------------------------------------------------- KV cache + attention
@@ -170,24 +250,28 @@ def test_write_kv_cache_then_paged_attention(npu_emulated, dtype, sliding, reque
             slots.append(int(batch.block_table[b, pos // bs]) * bs + pos % bs)
     t = len(slots)
     # key/value come out of a fused qkv projection: non-contiguous views
-    qkv = torch.randn(t, (8 + 2 + 2) * 32).to(dtype)
+    qkv = npu(torch.randn(t, (8 + 2 + 2) * 32).to(dtype))
     _, key, value = qkv.split([8 * 32, 2 * 32, 2 * 32], dim=-1)
+    on_npu = npu_batch(batch)
     ops.write_kv_cache(
         key.view(t, 2, 32),
         value.view(t, 2, 32),
-        batch.key_cache,
-        batch.value_cache,
-        torch.tensor(slots, dtype=torch.int64),
+        on_npu.key_cache,
+        on_npu.value_cache,
+        npu(torch.tensor(slots, dtype=torch.int64)),
     )
-    assert torch.equal(
-        batch.gather(0)[0][-batch.q_lens[0] :].to(dtype), key.view(t, 2, 32)[: batch.q_lens[0]]
+    # The reference reads the caches as the op left them.
+    batch = dataclasses.replace(
+        batch, key_cache=on_npu.key_cache.cpu(), value_cache=on_npu.value_cache.cpu()
     )
+    new_keys = key.view(t, 2, 32)[: batch.q_lens[0]].cpu()
+    assert torch.equal(batch.gather(0)[0][-batch.q_lens[0] :].to(dtype), new_keys)
     window = random.Random(seed).randint(2, 10) if sliding else None
     out = ops.paged_attention(
-        batch.query,
-        batch.key_cache,
-        batch.value_cache,
-        block_table=batch.block_table,
+        on_npu.query,
+        on_npu.key_cache,
+        on_npu.value_cache,
+        block_table=on_npu.block_table,
         query_start_loc=torch.tensor(batch.query_start_loc, dtype=torch.int32),
         seq_lens_kv=torch.tensor(batch.kv_lens, dtype=torch.int32),
         num_heads=8,
@@ -203,8 +287,9 @@ def test_write_kv_cache_then_paged_attention(npu_emulated, dtype, sliding, reque
 def test_paged_attention_modes(npu_emulated, request) -> None:
     dtype = torch.bfloat16
     batch = make_paged_batch(_seed(request), dtype, num_heads=4, num_kv_heads=4)
+    on_npu = npu_batch(batch)
     common = dict(
-        block_table=batch.block_table.long(),  # converted to int32 by the public op
+        block_table=on_npu.block_table.long(),  # converted to int32 by the public op
         query_start_loc=batch.query_start_loc,
         seq_lens_kv=batch.kv_lens,
         num_heads=4,
@@ -212,28 +297,28 @@ def test_paged_attention_modes(npu_emulated, request) -> None:
         scale=0.2,
     )
     out = ops.paged_attention(
-        batch.query, batch.key_cache, batch.value_cache, causal=False, **common
+        on_npu.query, on_npu.key_cache, on_npu.value_cache, causal=False, **common
     )
     assert_close(out, batch.expected(0.2, causal=False), dtype)
     with pytest.raises(ValueError, match="causal=True"):
         ops.paged_attention(
-            batch.query,
-            batch.key_cache,
-            batch.value_cache,
+            on_npu.query,
+            on_npu.key_cache,
+            on_npu.value_cache,
             causal=False,
             sliding_window=4,
             **common,
         )
     with pytest.raises(ValueError, match="start with 0"):
         ops.paged_attention(
-            batch.query,
-            batch.key_cache,
-            batch.value_cache,
+            on_npu.query,
+            on_npu.key_cache,
+            on_npu.value_cache,
             **dict(common, query_start_loc=batch.query_start_loc[1:]),
         )
     with pytest.raises(ops.ContractError, match="float32"):
         ops.paged_attention(
-            batch.query.float(), batch.key_cache.float(), batch.value_cache.float(), **common
+            on_npu.query.float(), on_npu.key_cache.float(), on_npu.value_cache.float(), **common
         )
 
 
@@ -248,11 +333,12 @@ def test_fusion_attention_like_flash_attn(npu_emulated, dtype, request) -> None:
     k, v = (torch.randn(sum(kv_lens), nkv, d).to(dtype) for _ in range(2))
     cu_q = [0, *torch.tensor(q_lens).cumsum(0).tolist()]
     cu_k = [0, *torch.tensor(kv_lens).cumsum(0).tolist()]
+    q_npu, k_npu, v_npu = npu(q), npu(k), npu(v)
     for causal, window in ((True, None), (False, None), (True, (2, 0)), (False, (1, 1))):
         out = ops.fusion_attention(
-            q,
-            k,
-            v,
+            q_npu,
+            k_npu,
+            v_npu,
             num_heads=n,
             scale=0.3,
             layout="TND",
@@ -278,7 +364,7 @@ def test_fusion_attention_like_flash_attn(npu_emulated, dtype, request) -> None:
         assert_close(out, torch.cat(expected), dtype)
     # BSND, the default layout
     qb, kb = q[None, :4], k[None, :6]
-    out = ops.fusion_attention(qb, kb, kb, num_heads=n, scale=0.3, causal=True)
+    out = ops.fusion_attention(npu(qb), npu(kb), npu(kb), num_heads=n, scale=0.3, causal=True)
     assert_close(
         out[0],
         naive_attention(qb[0].float(), kb[0].float(), kb[0].float(), 0.3, causal=True),
@@ -286,14 +372,14 @@ def test_fusion_attention_like_flash_attn(npu_emulated, dtype, request) -> None:
     )
     assert ops.op_counts() == {"npu_fusion_attention": 5}
     with pytest.raises(ValueError, match="cu_seqlens"):
-        ops.fusion_attention(q, k, v, num_heads=n, scale=0.3, layout="TND")
+        ops.fusion_attention(q_npu, k_npu, v_npu, num_heads=n, scale=0.3, layout="TND")
 
 
 # --------------------------------------------------------------------------- counter
 
 
 def test_op_counter_is_thread_safe(npu_emulated) -> None:
-    x, w = torch.randn(2, 8), torch.ones(8)
+    x, w = npu(torch.randn(2, 8)), npu(torch.ones(8))
 
     def work():
         for _ in range(25):
@@ -313,14 +399,14 @@ def test_op_counter_is_thread_safe(npu_emulated) -> None:
 
 
 def test_paged_attention_needs_contiguous_caches(npu_emulated) -> None:
-    kv = torch.zeros(4, 2, 16, 2, 8, dtype=torch.bfloat16)  # (blocks, K/V, ...): K strided
-    q = torch.zeros(1, 2, 8, dtype=torch.bfloat16)
+    kv = torch.zeros(4, 2, 16, 2, 8, dtype=torch.bfloat16, device=NPU)  # K and V strided
+    q = torch.zeros(1, 2, 8, dtype=torch.bfloat16, device=NPU)
     with pytest.raises(ValueError, match="contiguous"):
         ops.paged_attention(
             q,
             kv[:, 0],
             kv[:, 1],
-            block_table=torch.zeros(1, 1, dtype=torch.int32),
+            block_table=torch.zeros(1, 1, dtype=torch.int32, device=NPU),
             query_start_loc=[0, 1],
             seq_lens_kv=[1],
             num_heads=2,

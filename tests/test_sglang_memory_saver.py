@@ -2,14 +2,20 @@
 
 The adapter is the one sglang creates (``TorchMemorySaverAdapter.create(enable=True)`` from
 the unmodified ``sglang.srt.utils.torch_memory_saver_adapter``); behind it is
-npu_platform's ``torch_memory_saver`` singleton on the host driver. Tensors are allocated
-the way sglang's weight loader and KV pools do it, with plain ``torch.empty`` inside the
-adapter's regions; the emulated NPU's CPU allocator hook puts them in manager memory. Sizes
-are small multiples of the 2 MiB granularity.
+npu_platform's ``torch_memory_saver`` singleton, on the hardware path as on Ascend: the ACL
+driver over the emulated ``libascendcl.so`` and the pool route (``NPUPluggableAllocator`` +
+``torch.npu.MemPool``). Tensors are allocated the way sglang's weight loader and KV pools do
+it, with plain ``torch.empty(..., device="npu")`` inside the adapter's regions, and the
+graph memory the way sglang's NPU graph backend captures it. Device memory is measured
+through ``aclrtGetMemInfo`` (ordinary ``npu`` tensors are not ACL physical memory in the
+emulation, so the figure is the manager's alone); whether a tensor's range is mapped is
+asked of the ACL runtime itself (``aclrtMemcpy`` refuses unmapped device memory). Sizes are
+small multiples of the 2 MiB granularity.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import gc
 import sys
@@ -17,6 +23,8 @@ import types
 from collections.abc import Iterator
 
 import pytest
+
+from tests.conftest import load_emulated_torch_npu
 
 torch = pytest.importorskip("torch")
 
@@ -27,18 +35,21 @@ MIB = 1 << 20
 @pytest.fixture(scope="module")
 def env() -> Iterator[types.SimpleNamespace]:
     from npu_platform import device
+    from npu_platform import torch_memory_saver as facade
     from npu_platform.detect import detect
     from npu_platform.sglang import memory_saver
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NPU_PLATFORM_EMULATE", "1")
         mp.delenv("LD_PRELOAD", raising=False)
+        load_emulated_torch_npu()
         detect(refresh=True)
         device.reset_backend()
+        # A singleton of its own for this module: earlier tests in the session may have
+        # initialised the process's one on another driver, or left allocations in it.
+        mp.setattr(facade, "torch_memory_saver", facade.TorchMemorySaver())
         assert memory_saver.install() is True
         import sglang.srt.utils.torch_memory_saver_adapter as adapter_module
-
-        from npu_platform import torch_memory_saver as facade
 
         try:
             yield types.SimpleNamespace(
@@ -58,6 +69,8 @@ def env() -> Iterator[types.SimpleNamespace]:
 @pytest.fixture
 def ms(env: types.SimpleNamespace) -> Iterator[types.SimpleNamespace]:
     """Per test: start and end with every allocation freed and nothing paused."""
+    assert env.saver.manager.allocations() == []
+    env.baseline = device_used(env.saver)  # whatever else in this process holds
     yield env
     gc.collect()
     manager = env.saver.manager
@@ -65,12 +78,14 @@ def ms(env: types.SimpleNamespace) -> Iterator[types.SimpleNamespace]:
     manager.resume(None)
     assert leftovers == [], f"test left allocations behind: {leftovers}"
     assert manager.check_consistency() == []
+    assert device_used(env.saver) == env.baseline, "the manager's physical memory went back"
 
 
 def alloc(saver, nbytes: int, fill: int) -> torch.Tensor:
     """A tensor allocated as sglang does it (call inside a region); lands in the manager."""
-    t = torch.empty(nbytes, dtype=torch.uint8)
-    assert saver.manager.owns(t.data_ptr()), "the CPU allocator hook did not route it"
+    t = torch.empty(nbytes, dtype=torch.uint8, device="npu")
+    assert t.device.type == "npu"
+    assert saver.manager.owns(t.data_ptr()), "the pool route did not take it to the manager"
     t.fill_(fill)
     return t
 
@@ -80,11 +95,34 @@ def state(saver, tag: str) -> tuple[int, int]:
     return row["active_bytes"], row["paused_bytes"]
 
 
+def device_used(saver) -> int:
+    """ACL physical memory in use on device 0, from ``aclrtGetMemInfo`` (total - free)."""
+    free, total = saver.manager.driver.mem_info(0)
+    return total - free
+
+
+def used(ms) -> int:
+    """Device memory this test holds: :func:`device_used` above the test's baseline."""
+    return device_used(ms.saver) - ms.baseline
+
+
 def mapped(saver, tensor: torch.Tensor) -> bool:
-    return tensor.data_ptr() in saver.manager.driver.mapped_ranges()
+    """The ACL runtime has device memory mapped under every byte of ``tensor``: a
+    device-to-host ``aclrtMemcpy`` of the whole range, which the runtime refuses otherwise."""
+    from npu_platform.memory.driver import DriverError
+
+    nbytes = tensor.numel() * tensor.element_size()
+    host = ctypes.create_string_buffer(nbytes)
+    try:
+        saver.manager.driver.copy_to_host(ctypes.addressof(host), tensor.data_ptr(), nbytes)
+    except DriverError:
+        return False
+    return True
 
 
 def test_adapter_sglang_creates_is_backed_by_npu_platform(ms) -> None:
+    from npu_platform.memory.torch_route import PoolRoute
+
     adapter, mod = ms.adapter, ms.adapter_module
     assert type(adapter).__name__ == "_TorchMemorySaverAdapterReal"
     assert adapter.enabled is True
@@ -95,7 +133,8 @@ def test_adapter_sglang_creates_is_backed_by_npu_platform(ms) -> None:
 
     assert torch_memory_saver is ms.facade
     assert sys.modules["torch_memory_saver"] is ms.facade
-    assert ms.saver.manager.driver.name == "host"
+    assert ms.saver.manager.driver.name == "acl"
+    assert isinstance(ms.saver._route, PoolRoute) and ms.saver._route.kind == "npu"
     status = ms.memory_saver.status()
     assert status.redirect_installed and status.adapter_backed_by_npu_platform
     with adapter.configure_subprocess():  # sglang wraps scheduler start-up in it
@@ -106,18 +145,23 @@ def test_region_pause_resume(ms) -> None:
     adapter, saver = ms.adapter, ms.saver
     with adapter.region(KV):
         kv = alloc(saver, 8 * MIB, 1)
-    outside = torch.empty(2 * MIB, dtype=torch.uint8)
+    outside = torch.empty(2 * MIB, dtype=torch.uint8, device="npu")
     assert not saver.manager.owns(outside.data_ptr()), "outside regions: ordinary memory"
     assert state(saver, KV) == (8 * MIB, 0)
+    assert used(ms) == 8 * MIB
     assert mapped(saver, kv)
     adapter.pause(KV)
     assert state(saver, KV) == (0, 8 * MIB)
-    assert not mapped(saver, kv), "pause must give the physical memory back"
+    assert used(ms) == 0, "pause must give the physical memory back"
+    assert not mapped(saver, kv)
     adapter.resume(KV)
     assert state(saver, KV) == (8 * MIB, 0)
+    assert used(ms) == 8 * MIB
     assert mapped(saver, kv)
     kv.fill_(2)  # usable again
     assert int(kv.sum()) == 2 * 8 * MIB
+    outside.fill_(1)  # ordinary npu memory was never touched
+    assert int(outside.sum()) == 2 * MIB
 
 
 def test_tag_selectivity(ms) -> None:
@@ -130,11 +174,15 @@ def test_tag_selectivity(ms) -> None:
     assert state(saver, KV) == (0, 4 * MIB)
     assert not mapped(saver, kv)
     assert state(saver, WEIGHTS) == (2 * MIB, 0)
+    assert used(ms) == 2 * MIB
+    assert mapped(saver, w)
     assert bool((w == 3).all()), "weights stay readable while kv_cache is paused"
     adapter.resume(KV)
     adapter.pause(WEIGHTS)
     assert state(saver, WEIGHTS) == (0, 2 * MIB)
     assert state(saver, KV) == (4 * MIB, 0)
+    assert used(ms) == 4 * MIB
+    assert not mapped(saver, w) and mapped(saver, kv)
     adapter.resume(WEIGHTS)
 
 
@@ -144,10 +192,15 @@ def test_pause_all_with_none(ms) -> None:
     for tag in (WEIGHTS, KV, GRAPH):
         with adapter.region(tag):
             tensors.append(alloc(saver, 2 * MIB, 5))
+    assert used(ms) == 6 * MIB
     adapter.pause(None)
     assert all(state(saver, tag) == (0, 2 * MIB) for tag in (WEIGHTS, KV, GRAPH))
+    assert used(ms) == 0
+    assert not any(mapped(saver, t) for t in tensors)
     adapter.resume(None)
     assert all(state(saver, tag) == (2 * MIB, 0) for tag in (WEIGHTS, KV, GRAPH))
+    assert used(ms) == 6 * MIB
+    assert all(mapped(saver, t) for t in tensors)
 
 
 def test_pause_and_resume_are_idempotent(ms) -> None:
@@ -155,12 +208,15 @@ def test_pause_and_resume_are_idempotent(ms) -> None:
     with adapter.region(KV):
         kv = alloc(saver, 2 * MIB, 6)
     adapter.resume(KV)  # resuming what is active: no-op
+    assert used(ms) == 2 * MIB
     adapter.pause(KV)
     adapter.pause(KV)  # upstream torch_memory_saver exits the process here
     assert state(saver, KV) == (0, 2 * MIB)
+    assert used(ms) == 0
     adapter.resume(KV)
     adapter.resume(KV)
     assert state(saver, KV) == (2 * MIB, 0)
+    assert used(ms) == 2 * MIB, "resumed once, not twice"
     assert mapped(saver, kv)
     assert saver.manager.check_consistency() == []
 
@@ -168,15 +224,17 @@ def test_pause_and_resume_are_idempotent(ms) -> None:
 def test_cpu_backup_keeps_weights_and_kv_cache_is_fresh(ms) -> None:
     adapter, saver = ms.adapter, ms.saver
     with adapter.region(WEIGHTS, enable_cpu_backup=True):
-        w = torch.empty(2 * MIB // 4, dtype=torch.float32)
+        w = torch.empty(2 * MIB // 4, dtype=torch.float32, device="npu")
+    assert saver.manager.owns(w.data_ptr())
     w.copy_(torch.arange(w.numel(), dtype=torch.float32))
-    expected = w.clone()
+    expected = w.cpu()
     with adapter.region(KV):
         kv = alloc(saver, 2 * MIB, 7)
     adapter.pause(None)
     assert saver.manager.stats()[WEIGHTS]["backup_bytes"] >= 2 * MIB
+    assert used(ms) == 0, "the backup is host memory, not device memory"
     adapter.resume(None)
-    assert torch.equal(w, expected), "weights with CPU backup survive pause/resume"
+    assert torch.equal(w.cpu(), expected), "weights with CPU backup survive pause/resume"
     assert not bool((kv == 7).all()), "kv_cache without backup gets fresh memory"
 
 
@@ -190,25 +248,53 @@ def test_addresses_preserved(ms) -> None:
     for _ in range(3):
         adapter.pause(KV)
         adapter.pause(WEIGHTS)
+        assert used(ms) == 0
         adapter.resume(WEIGHTS)
         adapter.resume(KV)
     assert (w.data_ptr(), kv.data_ptr()) == before
+    assert mapped(saver, w) and mapped(saver, kv)
+    assert bool((w == 8).all()), "backed-up contents at the same address"
+
+
+def _capture(adapter, graph, static_in: torch.Tensor) -> torch.Tensor:
+    """Capture as sglang's NPU graph backend does (``NPUCudaGraphBackend.capture``):
+    ``partial(adapter.cuda_graph, tag=...)(graph, pool=..., stream=...,
+    auto_dispatch_capture=True)``, the graph positional and sglang's own graph pool."""
+    graph_ctx = functools.partial(adapter.cuda_graph, tag=GRAPH)
+    pool = torch.npu.graph_pool_handle()
+    stream = torch.npu.Stream()
+    with graph_ctx(graph, pool=pool, stream=stream, auto_dispatch_capture=True):
+        assert torch.npu.is_current_stream_capturing()
+        out = static_in * 2  # one 2 MiB output: what the graph allocates
+    assert not torch.npu.is_current_stream_capturing()
+    return out
 
 
 def test_graph_capture_call_of_sglangs_npu_backend(ms) -> None:
-    """sglang's NPU graph backend: partial(adapter.cuda_graph, tag=...)(graph, pool=...,
-    stream=..., auto_dispatch_capture=True). Our hook makes that call work."""
+    """sglang's NPU graph backend passes the graph positionally, which sglang's adapter
+    (keywords only) cannot take; our hook makes that call work, and the captured graph's
+    memory is tagged and pausable."""
     assert ms.memory_saver.patch_adapter() is True
     adapter, saver = ms.adapter, ms.saver
-    graph_ctx = functools.partial(adapter.cuda_graph, tag=GRAPH)
-    with graph_ctx(object(), pool=None, stream=None, auto_dispatch_capture=True):
-        g = alloc(saver, 2 * MIB, 1)
+    graph = torch.npu.NPUGraph()
+    static_in = torch.ones(MIB // 2, dtype=torch.float32, device="npu")  # 2 MiB
+    out = _capture(adapter, graph, static_in)
+    assert saver.manager.info(out.data_ptr()).tag == GRAPH
+    assert not saver.manager.owns(static_in.data_ptr()), "made outside: ordinary memory"
     assert state(saver, GRAPH) == (2 * MIB, 0)
+    assert used(ms) == 2 * MIB
+    ptr = out.data_ptr()
     adapter.pause(GRAPH)
     assert state(saver, GRAPH) == (0, 2 * MIB)
+    assert used(ms) == 0
+    assert not mapped(saver, out)
     adapter.resume(GRAPH)
-    assert mapped(saver, g)
+    assert out.data_ptr() == ptr and mapped(saver, out)
+    static_in.fill_(3)
+    graph.replay()  # the graph writes into the resumed memory at the same address
+    assert bool((out == 6).all())
     assert ms.memory_saver.patch_adapter() is True  # idempotent
+    del graph, out
 
 
 def test_staged_release_in_sglangs_order(ms) -> None:
@@ -235,32 +321,41 @@ def test_staged_release_in_sglangs_order(ms) -> None:
     assert set(GPU_MEMORY_ALL_TYPES) == {KV, WEIGHTS, GRAPH}
     adapter, saver = ms.adapter, ms.saver
     with adapter.region(WEIGHTS, enable_cpu_backup=True):
-        w = torch.empty(4 * MIB // 4, dtype=torch.float32)
+        w = torch.empty(4 * MIB // 4, dtype=torch.float32, device="npu")
     w.copy_(torch.randn(w.numel()))
-    expected = w.clone()
+    expected = w.cpu()
     with adapter.region(KV):
         kv = alloc(saver, 8 * MIB, 1)
     ms.memory_saver.patch_adapter()
-    with functools.partial(adapter.cuda_graph, tag=GRAPH)(object(), auto_dispatch_capture=True):
-        graph_mem = alloc(saver, 2 * MIB, 1)
-    ptrs = (w.data_ptr(), kv.data_ptr(), graph_mem.data_ptr())
+    graph = torch.npu.NPUGraph()
+    static_in = torch.ones(MIB // 2, dtype=torch.float32, device="npu")
+    graph_mem = _capture(adapter, graph, static_in)  # 2 MiB
+    tensors = (w, kv, graph_mem)
+    ptrs = tuple(t.data_ptr() for t in tensors)
+    assert used(ms) == 14 * MIB
 
     adapter.pause(KV)
     assert state(saver, KV) == (0, 8 * MIB)
     assert state(saver, WEIGHTS) == (4 * MIB, 0)
-    assert torch.equal(w, expected), "weights serve while only kv_cache is released"
+    assert used(ms) == 6 * MIB
+    assert torch.equal(w.cpu(), expected), "weights serve while only kv_cache is released"
     adapter.pause(WEIGHTS)
     assert state(saver, WEIGHTS) == (0, 4 * MIB)
     assert state(saver, GRAPH) == (2 * MIB, 0)
+    assert used(ms) == 2 * MIB
     adapter.pause(GRAPH)
     assert state(saver, GRAPH) == (0, 2 * MIB)
-    assert saver.manager.driver.mapped_ranges().keys().isdisjoint(ptrs)
+    assert used(ms) == 0
+    assert not any(mapped(saver, t) for t in tensors)
 
     for tag in (GRAPH, WEIGHTS, KV):
         adapter.resume(tag)
     assert all(state(saver, tag)[1] == 0 for tag in (KV, WEIGHTS, GRAPH))
-    assert torch.equal(w, expected)
-    assert (w.data_ptr(), kv.data_ptr(), graph_mem.data_ptr()) == ptrs
+    assert used(ms) == 14 * MIB
+    assert torch.equal(w.cpu(), expected)
+    assert tuple(t.data_ptr() for t in tensors) == ptrs
+    assert all(mapped(saver, t) for t in tensors)
+    del graph, graph_mem
 
 
 # ------------------------------------------------------------------ server arguments
@@ -323,10 +418,3 @@ def test_record_foreign_defaults_with_real_server_args(ms) -> None:
     args = ServerArgs(model_path="dummy", enable_memory_saver=True)
     record_foreign_defaults(args, "platform:npu", NPUPlatform().apply_server_args_defaults)
     assert resolving_view(args).device == "npu"
-
-
-def test_emulated_npu_keeps_sglangs_platform(ms) -> None:
-    from npu_platform.entry_points import sglang as ep
-
-    assert ep.platform_plugin() is None  # the platform is for real NPUs only
-    assert ms.memory_saver.installed()

@@ -3,8 +3,10 @@
 vLLM keeps process-wide state (its resolved platform, the custom-op registry, the global
 config) and the emulated NPU patches ``torch.accelerator`` for the worker's benefit, so the
 end-to-end tests start vLLM in a subprocess (``python tests/vllm_scenarios.py SCENARIO
-ARGS``) and read one JSON object from the line marked ``SCENARIO-RESULT``. vLLM itself runs
-in-process there (``VLLM_ENABLE_V1_MULTIPROCESSING=0``).
+ARGS``) and read one JSON object from the line marked ``SCENARIO-RESULT``. vLLM runs as users
+run it: its engine core in a spawned process (the default multiprocessing), after torch work
+in the parent (the Hugging Face reference); what happens in the engine is read back with
+``LLM.collective_rpc``.
 
 Scenario ``generate``: build a tiny model, run HF greedy ``generate`` per prompt as the
 reference, run ``LLM.generate`` through the plugin on the emulated NPU (all prompts in one
@@ -40,8 +42,11 @@ def scenario_env(emulate: bool = True, **extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("NPU_PLATFORM_", "VLLM_")) and k != "ASCEND_RT_VISIBLE_DEVICES"
     }
-    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     env["TOKENIZERS_PARALLELISM"] = "false"
+    # The scenarios read state out of the engine process with collective_rpc(function),
+    # which vLLM sends with pickle only when this is set (a test instrument, not a setting
+    # of the engine under test).
+    env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = "1"
     if emulate:
         env["NPU_PLATFORM_EMULATE"] = "1"
     env.update(extra)
@@ -93,7 +98,7 @@ def hf_margins(model_dir: Path, prompts: list[list[int]], outputs: list[list[int
 
 
 class Tracer:
-    """Records attention metadata builds and torch_npu op calls, in order."""
+    """Records attention metadata builds and torch_npu op calls, in order (in the worker)."""
 
     def __init__(self) -> None:
         self.events: list[str] = []
@@ -121,9 +126,32 @@ class Tracer:
         attention.NPUAttentionMetadataBuilder.build = build
 
 
+def _trace_install(worker) -> bool:
+    """(collective_rpc) Install a tracer in the worker's process (kept on the worker)."""
+    if getattr(worker, "_scenario_tracer", None) is None:
+        worker._scenario_tracer = Tracer()
+        worker._scenario_tracer.install()
+    return True
+
+
+def _trace_switch(worker, on: bool) -> list[str]:
+    """(collective_rpc) Start or stop tracing; the events so far."""
+    tracer = worker._scenario_tracer
+    tracer.active = on
+    if on:
+        tracer.events.clear()
+    return list(tracer.events)
+
+
+def _oot_ops(worker) -> list[str]:
+    """(collective_rpc) The custom ops the worker's process registered out of tree."""
+    from vllm.model_executor.custom_op import op_registry_oot
+
+    return sorted(op_registry_oot)
+
+
 def generate(args: argparse.Namespace) -> dict:
     os.environ["NPU_PLATFORM_EMULATE"] = "1"
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     import tiny_models
 
     model_dir = Path(args.workdir) / args.kind
@@ -147,10 +175,6 @@ def generate(args: argparse.Namespace) -> dict:
             result["ref_prefix"] = tiny_models.hf_greedy(
                 model_dir, second, args.new_tokens, args.dtype
             )
-
-    tracer = Tracer()
-    if args.trace:
-        tracer.install()
 
     from vllm import LLM, SamplingParams
     from vllm.platforms import current_platform
@@ -188,15 +212,13 @@ def generate(args: argparse.Namespace) -> dict:
     if args.reference == "margins":
         result["margins"] = hf_margins(model_dir, prompts, result["got"])
     if args.trace:
-        from vllm.model_executor.custom_op import op_registry_oot
-
         trace_prompt = tiny_models.prompts(1, seed=7)[0]
-        tracer.active = True
+        llm.collective_rpc(_trace_install)
+        llm.collective_rpc(_trace_switch, args=(True,))
         traced, _ = run([tok(trace_prompt).input_ids])
-        tracer.active = False
-        result["trace"] = tracer.events
+        result["trace"] = llm.collective_rpc(_trace_switch, args=(False,))[0]
         result["trace_new_tokens"] = len(traced[0])
-        result["oot_ops"] = sorted(op_registry_oot)
+        result["oot_ops"] = llm.collective_rpc(_oot_ops)[0]
     return result
 
 
@@ -206,11 +228,12 @@ SLEEP_MODEL = {"intermediate_size": 16384, "num_hidden_layers": 4}
 SLEEP_KV_CACHE_BYTES = 256 << 20
 
 
-def _memory_status() -> dict[str, int]:
-    """VmRSS and its anonymous and shared-memory parts, in bytes (``/proc/self/status``).
+def _memory_status(worker=None) -> dict[str, int]:
+    """(collective_rpc) VmRSS and its anonymous and shared-memory parts, in bytes, of the
+    process running the worker (``/proc/self/status``).
 
-    On the emulated NPU the memory manager's "device" memory is memfd pages (shared
-    memory) and its host backups are anonymous memory.
+    On the emulated NPU the memory manager's device memory is the emulated ACL runtime's
+    memfd pages (shared memory) and its host backups are anonymous memory.
     """
     import gc
 
@@ -250,11 +273,18 @@ def _parameters_all_zero(worker) -> bool:
     return all(int(p.count_nonzero()) == 0 for p in worker.model_runner.model.parameters())
 
 
+def _memory_stats(worker) -> dict:
+    """(collective_rpc) The memory manager's per-tag byte counts in the worker's process."""
+    from npu_platform.vllm import sleep as npu_sleep
+
+    return npu_sleep.memory_stats()
+
+
 def sleep(args: argparse.Namespace) -> dict:
     """Sleep level 1, then level 2 with vLLM's reload path, around identical generations.
 
-    Records the memory manager's per-tag byte counts and the process's RSS (this process
-    runs the engine: ``VLLM_ENABLE_V1_MULTIPROCESSING=0``) before and after each step.
+    Records the memory manager's per-tag byte counts and the engine process's RSS before and
+    after each step.
     """
     os.environ["NPU_PLATFORM_EMULATE"] = "1"
     import tiny_models
@@ -266,8 +296,6 @@ def sleep(args: argparse.Namespace) -> dict:
     prompts = [tok(t).input_ids for t in tiny_models.prompts(4, seed=args.seed)]
 
     from vllm import LLM, SamplingParams
-
-    from npu_platform.vllm import sleep as npu_sleep
 
     llm = LLM(
         model=str(model_dir),
@@ -284,42 +312,48 @@ def sleep(args: argparse.Namespace) -> dict:
         outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
         return [list(o.outputs[0].token_ids) for o in outs]
 
+    def mem() -> dict:
+        return llm.collective_rpc(_memory_status)[0]
+
+    def stats() -> dict:
+        return llm.collective_rpc(_memory_stats)[0]
+
     result: dict = {"backend": llm.llm_engine.vllm_config.model_config.sleep_mode_backend}
     result["checkpoint_bytes"] = tiny_models.weight_bytes(model_dir)
     result["model_bytes"] = llm.collective_rpc(_model_bytes)[0]
     result["before"] = run()
-    result["stats_awake"] = npu_sleep.memory_stats()
+    result["stats_awake"] = stats()
 
-    result["mem_awake"] = _memory_status()
+    result["mem_awake"] = mem()
     llm.sleep(level=1)
-    result["mem_level1"] = _memory_status()
-    result["stats_level1"] = npu_sleep.memory_stats()
+    result["mem_level1"] = mem()
+    result["stats_level1"] = stats()
     llm.wake_up()
-    result["mem_woken1"] = _memory_status()
+    result["mem_woken1"] = mem()
     result["after_level1"] = run()
 
-    result["mem_awake2"] = _memory_status()
+    result["mem_awake2"] = mem()
     llm.sleep(level=2)
-    result["mem_level2"] = _memory_status()
-    result["stats_level2"] = npu_sleep.memory_stats()
+    result["mem_level2"] = mem()
+    result["stats_level2"] = stats()
     # vLLM's level-2 sequence: weights memory first, reload in place, then the KV cache.
     llm.wake_up(tags=["weights"])
-    result["stats_weights_only"] = npu_sleep.memory_stats()
+    result["stats_weights_only"] = stats()
     result["zero_after_weights_wake"] = llm.collective_rpc(_parameters_all_zero)[0]
     llm.collective_rpc("reload_weights")
     result["zero_after_reload"] = llm.collective_rpc(_parameters_all_zero)[0]
     result["model_bytes_reloaded"] = llm.collective_rpc(_model_bytes)[0]
-    result["stats_reloaded"] = npu_sleep.memory_stats()
+    result["stats_reloaded"] = stats()
     llm.wake_up(tags=["kv_cache"])
-    result["mem_woken2"] = _memory_status()
-    result["stats_woken2"] = npu_sleep.memory_stats()
+    result["mem_woken2"] = mem()
+    result["stats_woken2"] = stats()
     result["after_level2"] = run()
 
     # The reloaded weights are still the manager's: level 1 again frees them all.
-    result["mem_awake3"] = _memory_status()
+    result["mem_awake3"] = mem()
     llm.sleep(level=1)
-    result["mem_level1_again"] = _memory_status()
-    result["stats_level1_again"] = npu_sleep.memory_stats()
+    result["mem_level1_again"] = mem()
+    result["stats_level1_again"] = stats()
     llm.wake_up()
     result["after_level1_again"] = run()
     return result

@@ -27,6 +27,7 @@ import contextlib
 import ctypes
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,9 @@ class AllocShim:
         # address -> manager for everything handed out and not yet freed
         self._owners: dict[int, MemoryManager] = {}
         self._owners_lock = threading.Lock()
+        # Per thread: the managers of the regions open on it (innermost last). The callbacks
+        # run on the allocating thread, so each facade's regions get its own manager.
+        self._serving = threading.local()
         # Kept alive as long as the shim may call them.
         self._alloc_cb = _ALLOC_CB(self._on_alloc)
         self._free_cb = _FREE_CB(self._on_free)
@@ -133,6 +137,16 @@ class AllocShim:
             )
         self.lib.npu_platform_set_callbacks(self._alloc_cb, self._free_cb)
 
+    @contextlib.contextmanager
+    def serving(self, manager: MemoryManager) -> Iterator[None]:
+        """While open, this thread's shim allocations come from ``manager``."""
+        stack = self._serving.__dict__.setdefault("stack", [])
+        stack.append(manager)
+        try:
+            yield
+        finally:
+            stack.pop()
+
     def disconnect(self) -> None:
         """No callbacks: the shim's allocations fail (NULL) and its frees do nothing."""
         self.lib.npu_platform_set_callbacks(_ALLOC_CB(), _FREE_CB())
@@ -143,7 +157,8 @@ class AllocShim:
         return bool(self.lib.npu_platform_has_callbacks())
 
     def _on_alloc(self, size: int, device: int, stream: int | None) -> int | None:
-        manager = self.manager
+        stack = getattr(self._serving, "stack", None)
+        manager = stack[-1] if stack else self.manager
         if manager is None:
             return None
         try:
@@ -247,8 +262,11 @@ class PoolRoute:
                 pool = self._pools[key] = self._new_pool(self._setup())
             return pool
 
-    def region(self, key: PoolKey) -> contextlib.AbstractContextManager[Any]:
-        return self._use(self.pool(key), key.device)
+    @contextlib.contextmanager
+    def region(self, key: PoolKey) -> Iterator[None]:
+        pool = self.pool(key)
+        with AllocShim.shared().serving(self.manager), self._use(pool, key.device):
+            yield
 
     def ordinary(self) -> contextlib.AbstractContextManager[Any]:
         index = self._device_index()

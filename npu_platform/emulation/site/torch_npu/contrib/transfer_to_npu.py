@@ -24,20 +24,25 @@ Importing it does what torch_npu 2.13.0's module does, with the same module-leve
   ``torch.cuda.is_available`` while they run (the library list torch_npu ships in
   ``apis_config.json``, here in :data:`_LIBRARY_APIS`).
 
+One deliberate difference: ``torch.cuda.get_device_capability()`` answers ``(0, 0)`` where
+``torch.npu.get_device_capability()`` answers None (``TORCH_NPU_DEVICE_CAPABILITY`` unset),
+because dynamo and inductor compare it with tuples (``>= (9, 0)``) once ``torch.cuda`` says it
+is available, and ``torch.compile`` would otherwise fail.
+
 Where the emulated torch_npu lacks a piece the real one patches in (``torch_npu.profiler``,
 ``torch_npu.npu.amp``, ``torch.npu.FloatTensor``, memory-history recording), that patch is
 skipped, except ``torch.cuda.amp``, which gets a minimal npu autocast/GradScaler.
 """
 
 import collections
-import functools  # noqa: F401  (a module attribute of the real transfer_to_npu)
+import functools
 import importlib
 import importlib.metadata
 import json
 import logging as logger
 import os
-import sys
-import types
+import sys as _sys
+import types as _types
 import warnings
 from collections.abc import Callable
 from functools import wraps
@@ -56,7 +61,7 @@ import torch_npu
 try:
     from torch_npu.utils import _dynamo
 except ImportError:  # the emulated torch_npu has no torch_npu.utils: jit.script stays off
-    _dynamo = types.SimpleNamespace(use_jit_script=False)
+    _dynamo = _types.SimpleNamespace(use_jit_script=False)
 
 try:
     from packaging.version import Version
@@ -571,28 +576,29 @@ def _apply_patches(patches):
         for part in parts[:-1]:
             if not hasattr(parent, part):
                 name = f"{parent.__name__}.{part}"
-                sys.modules[name] = types.ModuleType(name)
-                setattr(parent, part, sys.modules[name])
+                _sys.modules[name] = _types.ModuleType(name)
+                setattr(parent, part, _sys.modules[name])
             parent = getattr(parent, part)
         last = parts[-1]
-        if not isinstance(patch, types.ModuleType):
+        if not isinstance(patch, _types.ModuleType):
             setattr(parent, last, patch)
             continue
         if not hasattr(parent, last) or not hasattr(patch, "__all__"):
             setattr(parent, last, patch)
-            sys.modules[f"{parent.__name__}.{last}"] = patch
+            _sys.modules[f"{parent.__name__}.{last}"] = patch
             continue
         target = getattr(parent, last)
         for name in patch.__all__:
             setattr(target, name, getattr(patch, name))
 
 
+@functools.cache
 def _npu_amp():
     """``torch_npu.npu.amp`` (a minimal npu one when the emulated torch_npu has none)."""
     amp = getattr(torch_npu.npu, "amp", None)
-    if isinstance(amp, types.ModuleType):
+    if isinstance(amp, _types.ModuleType):
         return amp
-    amp = types.ModuleType("torch_npu.npu.amp")
+    amp = _types.ModuleType("torch_npu.npu.amp")
 
     class autocast(torch.amp.autocast_mode.autocast):  # noqa: N801 - torch's name
         """``torch.npu.amp.autocast(...)``: ``torch.autocast("npu", ...)``."""
@@ -626,11 +632,11 @@ def _npu_amp():
 
     for obj in (autocast, GradScaler, custom_fwd, custom_bwd):
         obj.__module__ = amp.__name__
-    autocast_mode = types.ModuleType("torch_npu.npu.amp.autocast_mode")
+    autocast_mode = _types.ModuleType("torch_npu.npu.amp.autocast_mode")
     autocast_mode.__all__ = ["autocast", "custom_fwd", "custom_bwd"]
-    grad_scaler = types.ModuleType("torch_npu.npu.amp.grad_scaler")
+    grad_scaler = _types.ModuleType("torch_npu.npu.amp.grad_scaler")
     grad_scaler.__all__ = ["GradScaler"]
-    common = types.ModuleType("torch_npu.npu.amp.common")
+    common = _types.ModuleType("torch_npu.npu.amp.common")
     common.__all__ = ["amp_definitely_not_available"]
     common.amp_definitely_not_available = lambda: not torch_npu.npu.is_available()
     for module in (amp, autocast_mode):
@@ -646,11 +652,11 @@ def _patch_cuda():
     amp = _npu_amp()
     patches = [["cuda", npu], ["cuda.amp", amp]]
     random = getattr(npu, "random", None)
-    if isinstance(random, types.ModuleType):
+    if isinstance(random, _types.ModuleType):
         patches.append(["cuda.random", random])
     for name in ("autocast_mode", "common", "grad_scaler"):
         module = getattr(amp, name, None)
-        if isinstance(module, types.ModuleType):
+        if isinstance(module, _types.ModuleType):
             patches.append([f"cuda.amp.{name}", module])
     _apply_patches(patches)
 
@@ -707,9 +713,24 @@ def _del_nccl_device_backend_map():
 # --------------------------------------------------------------------------- the patching
 
 
+def _patch_get_device_capability(fn):
+    """torch.npu answers None without ``TORCH_NPU_DEVICE_CAPABILITY``; CUDA callers (dynamo,
+    inductor: ``get_device_capability() >= (9, 0)``) need a tuple, so None becomes (0, 0)."""
+
+    @wraps(fn)
+    def decorated(device=None):
+        capability = fn(device)
+        return (0, 0) if capability is None else capability
+
+    return decorated
+
+
 def _patch_cuda_module():
     _patch_cuda()
     _device_wrapper(torch.cuda, torch_cuda_fn_white_list)
+    torch.cuda.get_device_capability = _patch_get_device_capability(
+        torch.cuda.get_device_capability
+    )
     torch.cuda.device.__init__ = _wrapper_cuda(torch.cuda.device.__init__)
     torch.cuda.amp.autocast_mode = _npu_amp().autocast_mode
 
