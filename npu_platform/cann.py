@@ -8,7 +8,6 @@ files (:func:`find_version`). Standard library only.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 CANN_LIBRARIES = ("libascendcl.so", "libhccl.so")
 DEFAULT_ASCEND_ROOT = "/usr/local/Ascend"
@@ -112,18 +111,42 @@ DEFAULT_TOOLKIT_ROOTS = (
 )
 
 
-@dataclass(frozen=True)
 class CannVersion:
     """The CANN release found (``version`` ``None`` when none was), where it was read and
-    every file looked at, in order."""
+    every file looked at, in order.
 
-    version: str | None
-    source: str | None = None
-    #: ``"release"``, or ``"component"`` when only a component's own ``Version=`` was found.
-    kind: str | None = None
-    #: The install roots tried (:func:`toolkit_roots`) and the files looked at, in order.
-    roots: tuple[str, ...] = ()
-    looked: tuple[str, ...] = ()
+    A plain class, not a dataclass: detection imports this module on its cheap path, and
+    ``dataclasses`` pulls in ``inspect`` and friends (about 10 ms).
+    """
+
+    __slots__ = ("kind", "looked", "roots", "source", "version")
+
+    def __init__(
+        self,
+        version: str | None,
+        source: str | None = None,
+        kind: str | None = None,
+        roots: tuple[str, ...] = (),
+        looked: tuple[str, ...] = (),
+    ) -> None:
+        self.version = version
+        self.source = source
+        #: ``"release"``, or ``"component"`` when only a component's own ``Version=`` was found.
+        self.kind = kind
+        #: The install roots tried (:func:`toolkit_roots`) and the files looked at, in order.
+        self.roots = tuple(roots)
+        self.looked = tuple(looked)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CannVersion):
+            return NotImplemented
+        return self.as_dict() == other.as_dict()
+
+    def __hash__(self) -> int:
+        return hash((self.version, self.source, self.kind, self.roots, self.looked))
+
+    def __repr__(self) -> str:
+        return f"CannVersion({self.version!r}, source={self.source!r}, kind={self.kind!r})"
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -218,8 +218,16 @@ class TorchMemorySaver:
         route = self._route
         assert route is not None
         key = PoolKey(tag, bool(enable_cpu_backup), self._current_device())
-        if pool is None:
-            pool = route.graph_pool(key)
+        # The capture allocates from the tag's pool, even when the caller names a pool of
+        # its own (sglang's NPU graph runner passes graph_pool_handle()): torch_npu's
+        # caching allocator serves a capture from the first matching pool registered, so a
+        # caller's pool would take the graph's memory away from the manager. Graphs of one
+        # tag still share memory, through that tag's pool.
+        tag_pool = route.graph_pool(key)
+        if tag_pool is not None:
+            if pool is not None and pool != tag_pool:
+                logger.debug("cuda_graph(tag=%r): capturing into the tag's pool", tag)
+            pool = tag_pool
         name = manager.driver.name
         if name == "acl":
             from npu_platform import device

@@ -7,10 +7,10 @@ driver over the emulated ``libascendcl.so`` and the pool route (``NPUPluggableAl
 ``torch.npu.MemPool``). Tensors are allocated the way sglang's weight loader and KV pools do
 it, with plain ``torch.empty(..., device="npu")`` inside the adapter's regions, and the
 graph memory the way sglang's NPU graph backend captures it. Device memory is measured
-through ``aclrtGetMemInfo`` (ordinary ``npu`` tensors are not ACL physical memory in the
-emulation, so the figure is the manager's alone); whether a tensor's range is mapped is
-asked of the ACL runtime itself (``aclrtMemcpy`` refuses unmapped device memory). Sizes are
-small multiples of the 2 MiB granularity.
+through ``aclrtGetMemInfo``, above each test's baseline (ordinary ``npu`` tensors are not
+ACL physical memory in the emulation, so the figure is the manager's alone); whether a
+tensor's range is mapped is asked of the ACL runtime itself (``aclrtMemcpy`` refuses
+unmapped device memory). Sizes are small multiples of the 2 MiB granularity.
 """
 
 from __future__ import annotations

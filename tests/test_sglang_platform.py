@@ -3,9 +3,11 @@
 Each scenario runs real sglang 0.5.23 in a fresh interpreter and prints a JSON report:
 without an NPU, sglang resolves exactly what it resolves with our plugins excluded
 (``SGLANG_PLUGINS`` allowlist); with the real-NPU condition (a fake ``torch_npu`` reporting
-two devices plus fake CANN libraries, see ``tests/fakedist.py``) it resolves our platform,
-and sglang's memory-saver adapter is backed by npu_platform even with a CUDA
-``torch_memory_saver`` installed. Scenarios that are compared run concurrently.
+two devices plus fake CANN libraries, see ``tests/fakedist.py``) and on the emulated NPU
+(``NPU_PLATFORM_EMULATE=1``: the emulated torch_npu, so ``torch.npu`` exists and sglang's
+``is_npu()`` is True) it resolves our platform, and sglang's memory-saver adapter is backed
+by npu_platform even with a CUDA ``torch_memory_saver`` installed. Scenarios that are
+compared run concurrently.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakedist import make_dist, make_fake_cann, make_fake_torch_npu, subprocess_env
+from tests.fakedist import (
+    REPO_ROOT,
+    make_dist,
+    make_fake_cann,
+    make_fake_torch_npu,
+    subprocess_env,
+)
 
 OUR_PLATFORM = "npu_platform.sglang.platform.NPUPlatform"
 SGLANG_NPU_PLATFORM = "sglang.srt.platforms.npu.NPUSRTPlatform"
@@ -118,6 +126,27 @@ report["selected"] = name(platforms._resolve_platform())
 del os.environ["SGLANG_PLATFORM"]
 os.environ["SGLANG_USE_CPU_ENGINE"] = "1"
 report["cpu_engine"] = name(platforms._resolve_platform())
+"""
+
+# The emulated NPU as sglang sees it: torch_npu (the emulation's), sglang's is_npu(), tensors.
+EMULATED_EXTRA = """\
+import torch
+from sglang.srt.utils import is_npu as sglang_is_npu
+report["torch_npu_file"] = getattr(sys.modules.get("torch_npu"), "__file__", None)
+report["torch_has_npu"] = hasattr(torch, "npu")
+report["sglang_is_npu"] = sglang_is_npu()
+device_type = platforms.current_platform.device_type
+report["tensor_device"] = torch.ones(2, device=device_type).device.type
+"""
+
+# Neither emulation nor torch_npu: what sglang sees of an NPU.
+NO_NPU_EXTRA = """\
+import importlib.util
+from sglang.srt.utils import is_npu as sglang_is_npu
+report["torch_npu_findable"] = importlib.util.find_spec("torch_npu") is not None
+report["torch_npu_loaded"] = "torch_npu" in sys.modules
+report["torch_has_npu"] = hasattr(sys.modules["torch"], "npu")
+report["sglang_is_npu"] = sglang_is_npu()
 """
 
 # Asking for our platform by name where there is no NPU: sglang's own clear error.
@@ -284,6 +313,67 @@ def test_real_npu_resolves_our_platform_and_memory_saver(
     assert ours["device"] == "npu"
     assert ["platform:npu", {"device": "npu"}] in ours["declared"]
     assert ours["declared_for_device_npu"] == []  # --device npu: nothing to default
+
+
+def test_emulated_npu_resolves_our_platform(fake_sites: dict[str, Path], tmp_path: Path) -> None:
+    """With NPU_PLATFORM_EMULATE=1, sglang's own ``current_platform`` is our NPUPlatform (an
+    ``NPUSRTPlatform``), as on a real NPU, with or without the start-up hook; without
+    emulation and without torch_npu it is what sglang resolves with our plugin excluded."""
+    sites = [fake_sites["cuda_tms"]]
+    emulated = {"NPU_PLATFORM_EMULATE": "1"}
+    ours, as_installed, without_npu, without_npu_or_plugin = _run_all(
+        [
+            # Our sglang plugins alone (start-up hook off), with every real-NPU check.
+            (
+                PROLOGUE + EMULATED_EXTRA + REAL_NPU_EXTRA + EPILOGUE,
+                subprocess_env(sites, NPU_PLATFORM_PATCHES="0", **emulated),
+            ),
+            # Everything npu-platform installs, as users have it.
+            (PROLOGUE + EMULATED_EXTRA + EPILOGUE, subprocess_env(sites, **emulated)),
+            (PROLOGUE + NO_NPU_EXTRA + EPILOGUE, subprocess_env(sites)),
+            (PROLOGUE + NO_NPU_EXTRA + EPILOGUE, subprocess_env(sites, **WITHOUT_NPU_PLATFORM)),
+        ],
+        tmp_path,
+    )
+    emulated_torch_npu = str(REPO_ROOT / "npu_platform/emulation/site/torch_npu/__init__.py")
+    for report in (ours, as_installed):
+        # sglang's own resolution, on the emulated torch_npu.
+        assert report["platform"] == OUR_PLATFORM
+        assert report["torch_npu_file"] == emulated_torch_npu
+        assert report["torch_has_npu"] is True
+        assert report["sglang_is_npu"] is True
+        assert report["tensor_device"] == "npu"
+        # sglang's adapter is backed by npu_platform, not the CUDA package on the path.
+        assert report["tms_name"] == "npu_platform.torch_memory_saver"
+        assert report["finder"] is True
+
+    # Everything the real-NPU condition gives, the emulated NPU gives too.
+    assert ours["subclass_of_npu"] is True
+    assert ours["attention"] == "ascend"
+    assert ours["is_npu"] is True
+    assert ours["out_of_tree"] is False
+    assert ours["selected"] == OUR_PLATFORM
+    assert ours["cpu_engine"] == "sglang.srt.platforms.cpu.CpuSRTPlatform"
+    assert ours["import_tms_is_facade"] is True
+    assert ours["adapter_backed"] is True
+    assert ours["positional_cuda_graph_before"] == "TypeError"
+    assert ours["hook_applied"] is True
+    assert ours["cuda_graph_wraps"] is True
+    assert ours["device"] == "npu"
+    assert ["platform:npu", {"device": "npu"}] in ours["declared"]
+
+    # No emulation, no torch_npu: no NPU anywhere, and our plugin changes nothing.
+    for report in (without_npu, without_npu_or_plugin):
+        assert report["torch_npu_findable"] is False
+        assert report["torch_npu_loaded"] is False
+        assert report["torch_has_npu"] is False
+        assert report["sglang_is_npu"] is False
+    assert without_npu["platform"] == without_npu_or_plugin["platform"]
+    assert without_npu["platform"] != OUR_PLATFORM
+    assert without_npu["tms_file"] == without_npu_or_plugin["tms_file"]
+    assert without_npu["tms_name"] == "torch_memory_saver"
+    assert without_npu["finder"] is False
+    assert without_npu["our_modules"] == []
 
 
 DEFERRED = """\

@@ -31,8 +31,10 @@ def emulated_ops(monkeypatch):
     import npu_platform.vllm.attention  # noqa: F401
     from npu_platform import device
     from npu_platform.detect import detect
+    from tests.conftest import load_emulated_torch_npu
 
     monkeypatch.setenv("NPU_PLATFORM_EMULATE", "1")
+    load_emulated_torch_npu()
     detect(refresh=True)
     device.reset_backend()
     yield
@@ -51,7 +53,9 @@ def _spec(dtype):
 
 def _kv_cache(dtype):
     """A layer's cache as vLLM 0.32 hands it over: logical [B, 2, N, H*D], physical LHBNC."""
-    planes = torch.zeros(2, NUM_BLOCKS, BLOCK_SIZE, NUM_KV_HEADS * HEAD_SIZE, dtype=dtype)
+    planes = torch.zeros(
+        2, NUM_BLOCKS, BLOCK_SIZE, NUM_KV_HEADS * HEAD_SIZE, dtype=dtype, device="npu"
+    )
     return planes.transpose(0, 1)
 
 
@@ -77,17 +81,18 @@ def _batch(dtype, seed=0):
     query_start_loc = torch.tensor(qsl, dtype=torch.int32)
     seq_lens = torch.tensor([kv for _, kv in BATCH], dtype=torch.int32)
     new_slots = torch.cat([s[kv - q :] for s, (q, kv) in zip(slots_new, BATCH, strict=True)])
+    # As vLLM hands them over: device tensors, plus the host copies it keeps.
     common = CommonAttentionMetadata(
-        query_start_loc=query_start_loc,
+        query_start_loc=query_start_loc.to("npu"),
         query_start_loc_cpu=query_start_loc.clone(),
-        seq_lens=seq_lens,
+        seq_lens=seq_lens.to("npu"),
         seq_lens_cpu_upper_bound=seq_lens.clone(),
         num_reqs=len(BATCH),
         num_actual_tokens=qsl[-1],
         max_query_len=max(q for q, _ in BATCH),
         max_seq_len=max(kv for _, kv in BATCH),
-        block_table_tensor=table,
-        slot_mapping=new_slots.to(torch.int64),
+        block_table_tensor=table.to("npu"),
+        slot_mapping=new_slots.to(torch.int64).to("npu"),
     )
     return SimpleNamespace(
         common=common,
@@ -122,7 +127,7 @@ def _builder(dtype):
     from npu_platform.vllm.attention import NPUAttentionMetadataBuilder
 
     config = SimpleNamespace(speculative_config=None)
-    return NPUAttentionMetadataBuilder(_spec(dtype), ["layer.0"], config, torch.device("cpu"))
+    return NPUAttentionMetadataBuilder(_spec(dtype), ["layer.0"], config, torch.device("npu"))
 
 
 @pytest.mark.parametrize(
@@ -156,16 +161,17 @@ def test_mixed_batch_matches_softmax_attention(emulated_ops, monkeypatch, dtype,
     ):
         if kv_len > q_len:
             ops.write_kv_cache(
-                k[: kv_len - q_len], v[: kv_len - q_len], key_cache, value_cache,
-                slots[: kv_len - q_len],
+                k[: kv_len - q_len].to("npu"), v[: kv_len - q_len].to("npu"), key_cache,
+                value_cache, slots[: kv_len - q_len].to("npu"),
             )  # fmt: skip
     # This step's keys and values: through the impl, as vLLM calls it.
     new_k = torch.cat([k[kv - q :] for k, (q, kv) in zip(batch.keys, BATCH, strict=True)])
     new_v = torch.cat([v[kv - q :] for v, (q, kv) in zip(batch.values, BATCH, strict=True)])
+    new_k, new_v = new_k.to("npu"), new_v.to("npu")
     monkeypatch.setattr(attention, "_layer_metadata", lambda layer: md)
     ops.reset_op_counts()
     impl.do_kv_cache_update(None, new_k, new_v, kv_cache, batch.common.slot_mapping)
-    query = torch.cat(batch.queries)
+    query = torch.cat(batch.queries).to("npu")
     output = torch.empty_like(query)
     impl.forward(None, query, new_k, new_v, kv_cache, md, output)
     counts = ops.op_counts()
@@ -175,7 +181,8 @@ def test_mixed_batch_matches_softmax_attention(emulated_ops, monkeypatch, dtype,
     assert counts == {"npu_scatter_pa_kv_cache": 1, attention_op: 1}
 
     expected = _reference(batch, 1 / math.sqrt(HEAD_SIZE), window)
-    torch.testing.assert_close(output.double(), expected, atol=tol, rtol=tol)
+    assert output.device.type == "npu"
+    torch.testing.assert_close(output.cpu().double(), expected, atol=tol, rtol=tol)
 
 
 def test_layout_and_spec_declarations():

@@ -1,11 +1,12 @@
 """(d) vLLM sleep mode on the emulated NPU: memory really returned, outputs unchanged.
 
-One engine, in this test's subprocess (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, so the process
-whose RSS is read is the one running the model), with sleep mode on: a tiny Llama widened
-to about 48 MiB of float32 weights and a 256 MiB KV cache. The memory manager's per-tag byte
-counts are compared with ``/proc/self/status``:
+One engine, started as users start it (its engine core in a spawned process, whose RSS is
+read through ``collective_rpc``), with sleep mode on: a tiny Llama widened to about 48 MiB of
+float32 weights and a 256 MiB KV cache. The memory manager's per-tag byte counts are compared
+with the engine process's ``/proc/self/status``:
 
-* on the emulated NPU, "device" memory is the manager's memfd pages (``RssShmem``) and host
+* on the emulated NPU, device memory is the emulated ACL runtime's memfd pages (mapped
+  resident, ``RssShmem``) and host
   backups are anonymous memory (``RssAnon``); both are part of ``VmRSS``;
 * level 1 must release at least 99% of the weights' and KV cache's device memory; VmRSS
   drops by that minus the host copy of the weights (which, in emulation, lives in the same

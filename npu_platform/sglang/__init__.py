@@ -3,7 +3,8 @@
 * :mod:`npu_platform.sglang.platform` - ``NPUPlatform``, a subclass of sglang's in-tree
   ``NPUSRTPlatform`` (so the ascend attention backend, the NPU graph runner and the NPU KV
   pools stay in use) that adds server-argument defaults and checks and wires the memory
-  saver. sglang loads it through the ``sglang.srt.platforms`` entry point on a real NPU.
+  saver. sglang loads it through the ``sglang.srt.platforms`` entry point on an NPU (real
+  or emulated).
 * :mod:`npu_platform.sglang.memory_saver` - makes ``import torch_memory_saver`` resolve to
   :mod:`npu_platform.torch_memory_saver` on an NPU (real or emulated), so sglang's
   ``TorchMemorySaverAdapter`` runs on npu_platform's memory manager; idempotent

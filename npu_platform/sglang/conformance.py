@@ -6,7 +6,7 @@ emulated) passes with a detail starting ``"skipped:"``. :func:`run_all` runs the
 order; the ``npu-platform conformance`` command prints them.
 
 Checks that need sglang import it (a few seconds); none of them starts a server, and the
-only device memory touched is a 2 MiB round trip on the emulated NPU.
+only device memory touched is a 2 MiB round trip on the NPU (real or emulated).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
 * server-argument defaults and checks (:func:`npu_platform.sglang.server_args.apply_defaults`),
   e.g. a clear error for ``--enable-memory-saver`` with the preload hook mode.
 
-sglang loads this class by name only on a real Ascend NPU (see
+sglang loads this class by name on an NPU, real or emulated, and nowhere else (see
 ``npu_platform.entry_points.sglang``).
 """
 

@@ -4,8 +4,8 @@ sglang's ``load_plugins()`` calls the entry point once per process (engine, sche
 detokenizer, DP controller), then applies every hook registered on ``HookRegistry``. We:
 
 * install the ``torch_memory_saver`` redirect (idempotent: the platform entry point has
-  usually done it already; this also covers the emulated NPU, where sglang's platform
-  is not ours);
+  usually done it already; this also covers processes where sglang resolved another
+  platform, e.g. one chosen with ``SGLANG_PLATFORM``);
 * register the AROUND hook that lets the NPU graph backend call the adapter's
   ``cuda_graph`` with the graph positionally and ``auto_dispatch_capture=True``.
 """

@@ -8,8 +8,9 @@
  * The virtual-memory calls are implemented over host memory:
  *
  *   aclrtReserveMemAddress  mmap(PROT_NONE) of a 2 MB-aligned range
- *   aclrtMallocPhysical     memfd_create + ftruncate (pages are only taken when touched)
- *   aclrtMapMem             mmap(MAP_FIXED | MAP_SHARED) of the memfd over the reserved range
+ *   aclrtMallocPhysical     memfd_create + ftruncate
+ *   aclrtMapMem             mmap(MAP_FIXED | MAP_SHARED | MAP_POPULATE) of the memfd over the
+ *                           reserved range: mapped device memory is resident, as on a device
  *   aclrtUnmapMem           the range goes back to PROT_NONE anonymous memory
  *   aclrtMemcpy             memcpy, after checking that device-side bytes are mapped
  *
@@ -574,8 +575,8 @@ FAKE_EXPORT aclError aclrtMapMem(void *virPtr, size_t size, size_t offset,
     } else if ((m = calloc(1, sizeof *m)) == NULL || vec_push(&g_mappings, m) != 0) {
         free(m);
         rc = fail(ACL_ERROR_RT_RESOURCE_ALLOC_FAIL, "%s: out of host memory", call);
-    } else if (mmap(virPtr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, p->fd, 0) ==
-               MAP_FAILED) {
+    } else if (mmap(virPtr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED | MAP_POPULATE,
+                    p->fd, 0) == MAP_FAILED) {
         g_mappings.len--;
         free(m);
         rc = fail(ACL_ERROR_RT_RESOURCE_ALLOC_FAIL, "%s: mmap failed", call);

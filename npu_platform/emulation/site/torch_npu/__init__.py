@@ -35,6 +35,11 @@ import torch_npu.npu  # noqa: E402
 
 if getattr(torch, "npu", None) is not torch_npu.npu:
     torch._register_device_module("npu", torch_npu.npu)
+
+# torch_npu registers its HCCL process-group backend when it loads.
+from torch_npu._C import _distributed_c10d  # noqa: E402
+
+_distributed_c10d.register()
 # `import torch.npu.memory` must give torch_npu.npu.memory, not a second copy of the module.
 for _name, _module in list(sys.modules.items()):
     if _name.startswith("torch_npu.npu."):
