@@ -101,19 +101,40 @@ def _converters(*, device_id: bool) -> dict[str, Callable[[Any], Any]]:
     return out
 
 
+def _root(fn: Any) -> Any:
+    """The function at the bottom of a ``functools.wraps`` chain (``fn`` itself if none)."""
+    try:
+        return inspect.unwrap(fn)
+    except ValueError:  # a cycle of __wrapped__
+        return fn
+
+
 def _patch_function(
     modules: list[ModuleType], name: str, converters: dict[str, Callable[[Any], Any]]
 ) -> bool:
-    """Wrap ``name`` of ``modules[0]``, and rebind the same function in the other modules."""
+    """Wrap ``name`` of ``modules[0]``, and of the other modules where they hold that function.
+
+    Another module holds it when its ``name`` is the same object (a re-export) or a
+    ``functools.wraps`` wrapper of it: torch_npu's ``transfer_to_npu`` (the ``cuda`` patch,
+    applied first) rebinds ``torch.distributed.init_process_group`` to its own wrapper and
+    leaves ``distributed_c10d``'s alone, and callers use the ``torch.distributed`` name. Each
+    distinct function gets one wrapper; a function already wrapped by us is left as it is.
+    """
     original = getattr(modules[0], name, None)
     if original is None or not callable(original):
         return False
-    if getattr(original, MARK, False):
-        return True
-    wrapper = _wrap(original, converters)
+    root = _root(original)
+    wrappers: dict[int, Any] = {}
     for module in modules:
-        if getattr(module, name, None) is original:
-            setattr(module, name, wrapper)
+        current = getattr(module, name, None)
+        if current is None or not callable(current) or getattr(current, MARK, False):
+            continue
+        if module is not modules[0] and _root(current) is not root:
+            continue
+        wrapper = wrappers.get(id(current))
+        if wrapper is None:
+            wrapper = wrappers[id(current)] = _wrap(current, converters)
+        setattr(module, name, wrapper)
     return True
 
 

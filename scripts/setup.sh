@@ -57,7 +57,7 @@ pip_q() {
 }
 
 echo "setup.sh: installing torch, vLLM and test tools (pinned by constraints.txt)"
-pip_q install -q -c constraints.txt torch==2.13.0 vllm==0.32.0 pytest hypothesis ruff psutil
+pip_q install -q -c constraints.txt torch==2.13.0 vllm==0.32.0 pytest hypothesis ruff psutil coverage
 
 # sglang pins a CUDA torch and CUDA-only packages; take it without them, plus the pure-Python
 # packages that `import sglang`, server_args, platforms and the memory-saver adapter need.

@@ -80,6 +80,51 @@ def test_patch_parallel_state_rewrites_positional_and_keyword_backends(monkeypat
     assert module.init_distributed_environment is wrapper  # idempotent
 
 
+def test_patch_torch_also_wraps_a_wrapper_that_replaced_the_public_name(emulated, monkeypatch):
+    """torch_npu's transfer_to_npu (the ``cuda`` patch, applied first) rebinds
+    ``torch.distributed.init_process_group`` to its own ``functools.wraps`` wrapper and leaves
+    ``distributed_c10d``'s alone; both names must reach our backend mapping."""
+    import functools
+
+    import torch.distributed as dist
+
+    c10d = sys.modules["torch.distributed.distributed_c10d"]
+    seen = []
+
+    def init_process_group(backend=None, init_method=None, device_id=None, **kwargs):
+        seen.append((backend, device_id))
+
+    @functools.wraps(init_process_group)
+    def transfer_wrapper(*args, **kwargs):
+        return init_process_group(*args, **kwargs)
+
+    def unrelated(*args, **kwargs):
+        seen.append("unrelated")
+
+    monkeypatch.setattr(c10d, "init_process_group", init_process_group)
+    monkeypatch.setattr(dist, "init_process_group", transfer_wrapper)
+    monkeypatch.setattr(c10d, "new_group", unrelated)
+    monkeypatch.setattr(dist, "new_group", unrelated)
+    assert distributed.patch_torch() == ["init_process_group", "new_group"]
+    for fn in (dist.init_process_group, c10d.init_process_group):
+        assert getattr(fn, distributed.MARK, False)
+    assert dist.init_process_group.__wrapped__ is transfer_wrapper
+    dist.init_process_group("nccl", device_id=1)
+    c10d.init_process_group(backend="nccl")
+    assert seen == [("hccl", torch.device("npu", 1)), ("hccl", None)]
+    # A different function under the public name (not a wrapper of c10d's) is left alone.
+    parent, module, _calls = fake_parallel_state()
+    monkeypatch.setitem(sys.modules, parent.__name__, parent)
+    parent.initialize_model_parallel = unrelated
+    distributed.patch_parallel_state(module)
+    assert parent.initialize_model_parallel is unrelated
+    assert parent.init_distributed_environment is module.init_distributed_environment
+    # Idempotent: nothing is wrapped twice.
+    wrappers = (dist.init_process_group, c10d.init_process_group)
+    distributed.patch_torch()
+    assert (dist.init_process_group, c10d.init_process_group) == wrappers
+
+
 # ---------------------------------------------------------------------------- the finder
 
 
@@ -90,7 +135,24 @@ def test_finder_ignores_unwatched_names():
     assert finder.state == _boot.UNDECIDED
 
 
+def without_torch_npu(monkeypatch):
+    """This process as if no torch_npu were loaded or on ``sys.path``.
+
+    Other tests (the ``emulated`` fixture) load the emulated torch_npu into the pytest process
+    and put its folder on ``sys.path``; both are restored after the test.
+    """
+    from npu_platform.emulation import boot
+
+    for name in [m for m in sys.modules if m == "torch_npu" or m.startswith("torch_npu.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != boot.SITE])
+    monkeypatch.setattr(sys, "path_importer_cache", {})
+    assert importlib.util.find_spec("torch_npu") is None
+    return boot.SITE
+
+
 def test_cheap_precheck(monkeypatch):
+    site = without_torch_npu(monkeypatch)
     monkeypatch.setenv("NPU_PLATFORM_EMULATE", "1")
     assert _boot.StartupFinder()._maybe_npu() is True
     monkeypatch.setenv("NPU_PLATFORM_EMULATE", "bad")  # detect() will report it
@@ -100,6 +162,9 @@ def test_cheap_precheck(monkeypatch):
     assert finder._maybe_npu() is False  # no torch_npu here
     assert finder.state == _boot.INACTIVE
     assert finder.find_spec("torch") is None and finder.find_spec("flash_attn") is None
+    # A findable torch_npu (here the emulated one's folder on sys.path) means "ask detect".
+    monkeypatch.setattr(sys, "path", [site, *sys.path])
+    assert _boot.StartupFinder()._maybe_npu() is True
 
 
 def test_post_import_loader_calls_back_and_restores_the_loader(tmp_path, monkeypatch):

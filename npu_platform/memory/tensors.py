@@ -1,6 +1,6 @@
 """CPU torch tensors over raw addresses: manager memory, backups.
 
-In emulation the "device" memory the manager hands out is host memory, so a tensor can be
+With the host driver the memory the manager hands out is host memory, so a tensor can be
 put directly over it: :func:`tensor_at` builds a CPU tensor whose ``data_ptr()`` is the
 given address, and :func:`empty` allocates manager memory (in the caller's region, or with an
 explicit tag) and frees it when the tensor's storage dies, the way an allocator would.

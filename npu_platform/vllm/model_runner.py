@@ -2,8 +2,8 @@
 
 vLLM's GPU model runner creates CUDA streams and events in its constructor
 (``torch.cuda.Stream``, ``torch.cuda.Event``, ``torch.Event``). While it is constructed we
-point those names at :mod:`npu_platform.device` (``torch.npu`` streams and events on an NPU,
-host-side ones in emulation), as vLLM's own XPU and CPU runners do for their devices. Device
+point those names at :mod:`npu_platform.device` (``torch.npu`` streams and events), as vLLM's
+own XPU and CPU runners do for their devices. Device
 synchronisation goes through the facade too. Everything else (input preparation, sampling,
 the KV-cache allocation and the per-step attention metadata) is vLLM's.
 """
@@ -53,7 +53,7 @@ def device_api_redirect() -> Iterator[None]:
 
 
 class NPUModelRunner(GPUModelRunner):
-    """vLLM's GPU model runner on the NPU (or the emulated NPU)."""
+    """vLLM's GPU model runner on the NPU."""
 
     def __init__(self, vllm_config: Any, device: torch.device) -> None:
         with device_api_redirect():

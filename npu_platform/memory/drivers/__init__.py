@@ -1,7 +1,7 @@
 """Memory drivers and how to pick one.
 
 * ``host`` (:class:`npu_platform.memory.drivers.host.HostDriver`): Linux virtual memory;
-  the emulated NPU and the tests.
+  tests and benchmarks.
 * ``acl`` (``npu_platform.memory.drivers.acl.AclDriver``): Ascend NPUs via libascendcl.
 * ``cuda`` (``npu_platform.memory.drivers.cuda.CudaDriver``): NVIDIA GPUs via libcuda.
 
@@ -45,7 +45,7 @@ def load_driver(name: str, **kwargs: Any) -> Driver:
 
 
 def default_driver_name() -> str:
-    """``acl`` on a real Ascend NPU, ``host`` in emulation, ``cuda`` where torch has CUDA,
+    """``acl`` on an Ascend NPU (the emulated one too), ``cuda`` where torch has CUDA,
     else ``host``.
     """
     from npu_platform import detect

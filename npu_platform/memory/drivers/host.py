@@ -1,6 +1,6 @@
 """Host (CPU) memory driver: the driver Protocol on Linux virtual memory.
 
-It stands in for a device driver in emulation and in tests, with the same life cycle as
+It stands in for a device driver in tests and benchmarks, with the same life cycle as
 ACL's and CUDA's virtual memory API:
 
 * physical memory is a ``memfd`` of the allocation's size (``create``), populated up front
@@ -19,7 +19,7 @@ and :meth:`mem_info` reports against it.
 The driver checks the order of calls (map only inside a reservation, free only unmapped
 memory, nothing twice) and raises :class:`DriverError` on misuse, which makes it a strict
 partner for testing the manager. ``device`` arguments are accepted and ignored: every
-emulated device shares the host's memory (the limit is one budget for all of them).
+device shares the host's memory (the limit is one budget for all of them).
 """
 
 from __future__ import annotations
