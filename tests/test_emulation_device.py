@@ -338,7 +338,7 @@ def test_memory_accounting_and_out_of_memory(built: Path) -> None:
         lambda: torch.empty(10 * MIB, dtype=torch.uint8, device="npu:1"),
         "npu:1",
         f"{10 * MIB} bytes",
-        f"{60 * MIB} bytes allocated",
+        f"{60 * MIB} bytes in use",
         f"{64 * MIB} total",
     )
     assert npu.allocated(1) == 60 * MIB and acc.memory_stats(1)["num_ooms"] == 1

@@ -313,9 +313,12 @@ def test_out_of_memory_in_a_region_is_a_torch_error(saver, acl_limit, caplog):
         assert "for tag 'kv_cache'" in caplog.text
         still = npu(2 * MIB, dtype=torch.uint8)  # the region keeps working
     assert saver.manager.owns(ok.data_ptr()) and saver.manager.owns(still.data_ptr())
-    outside = npu(64 * MIB, dtype=torch.uint8)  # not limited: ordinary memory
+    # Ordinary device memory comes out of the same budget, as on the device.
+    with pytest.raises(torch.OutOfMemoryError, match="npu:0 out of memory"):
+        npu(64 * MIB, dtype=torch.uint8)
+    outside = npu(MIB, dtype=torch.uint8)
     assert not saver.manager.owns(outside.data_ptr())
-    del ok, still
+    del ok, still, outside
 
 
 def test_two_facades_keep_their_own_allocations(emulated):

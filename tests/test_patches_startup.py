@@ -22,8 +22,21 @@ import pytest
 from tests.fakedist import REPO_ROOT, make_dist, make_fake_cann, subprocess_env
 
 PTH_NAME = "npu_platform-startup.pth"
-HOOK_MODULES = {"npu_platform", "npu_platform.patches", "npu_platform.patches._boot"}
+#: What the .pth imports: the emulated NPU's hook, then the patches' hook (each with its
+#: package, which import nothing themselves).
+HOOK_MODULES = {
+    "npu_platform",
+    "npu_platform.emulation",
+    "npu_platform.emulation.boot",
+    "npu_platform.patches",
+    "npu_platform.patches._boot",
+}
+#: torch's device-backend autoload entry point (group ``torch.backends``), which ``import
+#: torch`` loads and calls in every process; with emulation off it returns at once.
+AUTOLOAD_MODULE = "npu_platform.emulation.autoload"
 INACTIVE_BUDGET_S = 0.005
+#: What a program written for CUDA (dInfer) asks for: the default set plus ``cuda``.
+CUDA_PROGRAM_PATCHES = "cuda,distributed,flash_attn,torch_memory_saver"
 
 
 def pth_content() -> str:
@@ -107,8 +120,10 @@ def timed(sitedir, name, known_paths):
 site.addpackage = timed
 site.main()
 finder = [type(f).__name__ for f in sys.meta_path if type(f).__name__ == "StartupFinder"]
+boot = sys.modules.get("npu_platform.emulation.boot")
 print(json.dumps({"pth_s": times.get("@PTH@"), "finder": finder,
-                  "modules": sorted(m for m in sys.modules if m.startswith("npu_platform"))}))
+                  "modules": sorted(m for m in sys.modules if m.startswith("npu_platform")),
+                  "emulated_site": boot is not None and boot.SITE in sys.path}))
 """.replace("@PTH@", PTH_NAME)
 
 
@@ -124,13 +139,17 @@ def pth_cost(runs: int = 7, **env: str | None) -> tuple[float, dict]:
 
 
 def test_inactive_hook_costs_under_5ms():
+    """The whole .pth (the emulated NPU's hook and the patches' hook) stays under 5 ms."""
     best, last = pth_cost()
     assert last["finder"] == ["StartupFinder"]
     assert set(last["modules"]) == HOOK_MODULES
+    assert last["emulated_site"] is False
     assert best < INACTIVE_BUDGET_S, f"start-up hook took {best * 1e3:.2f} ms (min of 7)"
-    # With emulation on, start-up does the same (detection waits for the first import).
+    # With emulation on, start-up does the same, plus one sys.path entry (detection and the
+    # emulated torch_npu wait for the first import).
     best_active, last = pth_cost(runs=3, NPU_PLATFORM_EMULATE="1")
     assert set(last["modules"]) == HOOK_MODULES
+    assert last["emulated_site"] is True
     assert best_active < INACTIVE_BUDGET_S, f"{best_active * 1e3:.2f} ms"
 
 
@@ -142,6 +161,7 @@ elapsed = time.perf_counter() - start
 print(json.dumps({
     "finder": [type(f).__name__ for f in sys.meta_path if type(f).__name__ == "StartupFinder"],
     "modules": sorted(m for m in sys.modules if m.startswith("npu_platform")),
+    "torch_npu": sorted(m for m in sys.modules if m.partition(".")[0] == "torch_npu"),
     "cuda_devices": torch.cuda.device_count(),
     "import_torch_s": elapsed,
 }))
@@ -158,9 +178,12 @@ def test_inactive_import_torch_loads_nothing_beyond_the_hook():
         if line.startswith("import time:") and "|" in line
     }
     assert "torch" in imported
+    # -X importtime lists import statements; torch loads its autoload entry points with
+    # importlib (entry_points().load()), which it may not list.
     ours = {name for name in imported if name.startswith("npu_platform")}
-    assert ours == HOOK_MODULES, sorted(ours)
-    assert state["modules"] == sorted(HOOK_MODULES)
+    assert HOOK_MODULES <= ours <= HOOK_MODULES | {AUTOLOAD_MODULE}, sorted(ours)
+    assert state["modules"] == sorted(HOOK_MODULES | {AUTOLOAD_MODULE})
+    assert state["torch_npu"] == []
     assert state["finder"] == []  # decided "no NPU" at `import torch` and removed itself
     assert state["cuda_devices"] == 0
 
@@ -180,6 +203,9 @@ def origin(name):
     return module.__name__
 print(json.dumps({
     "cuda_devices": torch.cuda.device_count(),
+    "cuda_available": torch.cuda.is_available(),
+    "transfer_to_npu": "torch_npu.contrib.transfer_to_npu" in sys.modules,
+    "jit_script": torch.jit.script is torch.jit._script.script,
     "dist_patched": bool(getattr(dist.init_process_group, "__npu_platform_patched__", False)),
     "flash_attn": origin("flash_attn"),
     "bert_padding": origin("flash_attn.bert_padding"),
@@ -189,8 +215,22 @@ print(json.dumps({
 
 
 def test_active_on_the_emulated_npu():
+    """The default set: imports and backends are rewritten, torch.cuda is left alone."""
     state = run_json(PROBE, NPU_PLATFORM_EMULATE="1")
-    assert state["cuda_devices"] == 1
+    assert state["cuda_available"] is False and state["cuda_devices"] == 0
+    assert state["transfer_to_npu"] is False and state["jit_script"] is True
+    assert state["dist_patched"] is True
+    assert state["flash_attn"] == "npu_platform.patches.flash_attn"
+    assert state["bert_padding"] == "npu_platform.patches.bert_padding"
+    assert state["torch_memory_saver"] == "npu_platform.torch_memory_saver"
+
+
+def test_cuda_patch_on_the_emulated_npu_is_transfer_to_npu():
+    """Asked for by name (as dInfer does), ``cuda`` is torch_npu's transfer_to_npu, with its
+    process-wide side effects; the other patches act as in the default set."""
+    state = run_json(PROBE, NPU_PLATFORM_EMULATE="1", NPU_PLATFORM_PATCH_ONLY=CUDA_PROGRAM_PATCHES)
+    assert state["cuda_available"] is True and state["cuda_devices"] == 1
+    assert state["transfer_to_npu"] is True and state["jit_script"] is False
     assert state["dist_patched"] is True
     assert state["flash_attn"] == "npu_platform.patches.flash_attn"
     assert state["bert_padding"] == "npu_platform.patches.bert_padding"
@@ -213,7 +253,9 @@ def test_patch_only_selects_patches():
     assert state["dist_patched"] is False
     assert state["torch_memory_saver"].startswith("ModuleNotFoundError")
     state = run_json(PROBE, NPU_PLATFORM_EMULATE="1", NPU_PLATFORM_PATCH_ONLY="cuda, distributed")
-    assert state["cuda_devices"] == 1 and state["dist_patched"] is True
+    assert state["cuda_devices"] == 1 and state["transfer_to_npu"] is True
+    # transfer_to_npu rebinds torch.distributed.init_process_group first; ours wraps that too.
+    assert state["dist_patched"] is True
     assert state["flash_attn"].startswith("ModuleNotFoundError")
 
 
@@ -235,7 +277,20 @@ def test_bad_values_warn_and_patch_nothing(name, value, accepted):
     assert f"{name}={value!r}" in warning[0] and accepted in warning[0]
 
 
-def test_each_applied_patch_is_logged_once():
+@pytest.mark.parametrize(
+    ("only", "level", "expected"),
+    [
+        (None, "INFO", ["distributed", "flash_attn", "torch_memory_saver"]),
+        (
+            CUDA_PROGRAM_PATCHES,
+            "WARNING",
+            ["cuda", "distributed", "flash_attn", "torch_memory_saver"],
+        ),
+    ],
+)
+def test_each_applied_patch_is_logged_once(only, level, expected):
+    """One "active" line per process, at WARNING when ``cuda`` changes torch.cuda for the whole
+    program and at INFO otherwise; one INFO line per applied patch."""
     code = PROBE + textwrap.dedent(
         """
         import importlib
@@ -244,11 +299,16 @@ def test_each_applied_patch_is_logged_once():
             importlib.import_module(name)
         """
     )
-    state = run_json(code, NPU_PLATFORM_EMULATE="1")
+    state = run_json(code, NPU_PLATFORM_EMULATE="1", NPU_PLATFORM_PATCH_ONLY=only)
     lines = [line for line in state["stderr"].splitlines() if "npu_platform.patches" in line]
     patches = sorted(m.group(1) for line in lines if (m := re.search(r"patch (\w+):", line)))
-    assert patches == ["cuda", "distributed", "flash_attn", "torch_memory_saver"], lines
-    assert sum("start-up patches active on the emulated NPU" in line for line in lines) == 1
+    assert patches == expected, lines
+    assert all(line.startswith("INFO:") for line in lines if re.search(r"patch \w+:", line))
+    active = [line for line in lines if "start-up patches active on the emulated NPU" in line]
+    assert active == [
+        f"{level}:npu_platform.patches:npu_platform start-up patches active on the emulated "
+        f"NPU: {', '.join(expected)}"
+    ], lines
 
 
 # ---------------------------------------------------------------------------- real NPU path
@@ -318,13 +378,41 @@ def test_real_npu_path_delegates_to_transfer_to_npu(fake_ascend):
             "torch_memory_saver": torch_memory_saver.__name__,
         }))
     """
-    state = run_json(code, **fake_ascend)
+    state = run_json(code, **fake_ascend, NPU_PLATFORM_PATCH_ONLY=CUDA_PROGRAM_PATCHES)
     assert state["transfer"] is True
     assert state["graph_alias"] is True
     assert state["graph_call"] == ["npu.graph", "g", "pool", "stream", False, "global"]
     assert "hccl" in state["dist_error"], state["dist_error"]
     assert state["flash_attn"] == "npu_platform.patches.flash_attn"
     assert state["torch_memory_saver"] == "npu_platform.torch_memory_saver"
+
+
+def test_real_npu_default_set_leaves_torch_cuda_alone(fake_ascend):
+    code = """
+        import json, sys
+        import torch
+        import torch.distributed as dist
+        try:
+            dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1)
+        except Exception as exc:
+            dist_error = f"{type(exc).__name__}: {exc}"
+        import flash_attn, torch_memory_saver
+        print(json.dumps({
+            "transfer": getattr(torch, "fake_transfer_to_npu_applied", False),
+            "transfer_module": "torch_npu.contrib.transfer_to_npu" in sys.modules,
+            "graph_alias": torch.cuda.CUDAGraph is torch.npu.NPUGraph,
+            "dist_error": dist_error,
+            "flash_attn": flash_attn.__name__,
+            "torch_memory_saver": torch_memory_saver.__name__,
+        }))
+    """
+    state = run_json(code, **fake_ascend)
+    assert state["transfer"] is False and state["transfer_module"] is False
+    assert state["graph_alias"] is False
+    assert "hccl" in state["dist_error"], state["dist_error"]
+    assert state["flash_attn"] == "npu_platform.patches.flash_attn"
+    assert state["torch_memory_saver"] == "npu_platform.torch_memory_saver"
+    assert "WARNING" not in state["stderr"]
 
 
 def test_detection_that_imports_torch_does_not_deadlock(fake_ascend):
@@ -347,7 +435,7 @@ def test_detection_that_imports_torch_does_not_deadlock(fake_ascend):
             "graph_alias": torch.cuda.CUDAGraph is torch.npu.NPUGraph,
         }))
     """
-    state = run_json(code, **fake_ascend)
+    state = run_json(code, **fake_ascend, NPU_PLATFORM_PATCH_ONLY=CUDA_PROGRAM_PATCHES)
     assert state == {
         "target": "real",
         "before": False,
@@ -361,7 +449,7 @@ def test_detection_that_imports_torch_does_not_deadlock(fake_ascend):
 
 
 @pytest.mark.slow
-def test_vllm_and_sglang_process_groups_use_gloo_in_emulation():
+def test_vllm_and_sglang_process_groups_use_hccl_on_the_emulated_npu():
     code = """
         import json, socket
         import torch
@@ -397,15 +485,61 @@ def test_vllm_and_sglang_process_groups_use_gloo_in_emulation():
         }))
     """
     state = run_json(code, NPU_PLATFORM_EMULATE="1")
-    assert state["vllm_world"] == state["vllm_tp"] == state["sglang_world"] == "gloo"
+    assert state["vllm_world"] == state["vllm_tp"] == state["sglang_world"] == "hccl"
     assert state["sglang_reexported"] is True and state["sglang_patched"] is True
+
+
+# What vLLM's and sglang's own processes see: the platform each resolves (ours, through its
+# plugin entry point), torch.cuda and torch.jit.script, and whether the patches act.
+FRAMEWORK_IMPORTS = {
+    "vllm": "from vllm.platforms import current_platform\n"
+    "import vllm.distributed.parallel_state as parallel_state\n",
+    "sglang": "from sglang.srt.platforms import current_platform\n"
+    "import sglang.srt.distributed.parallel_state as parallel_state\n",
+}
+FRAMEWORK_PROBE = """
+import json, sys
+import torch
+@IMPORTS@
+import torch.distributed as dist
+import flash_attn
+scripted = torch.jit.script(torch.nn.Linear(2, 2))
+print(json.dumps({
+    "platform": f"{type(current_platform).__module__}.{type(current_platform).__qualname__}",
+    "cuda_available": torch.cuda.is_available(),
+    "cuda_devices": torch.cuda.device_count(),
+    "jit_script": torch.jit.script is torch.jit._script.script,
+    "scripted": isinstance(scripted, torch.jit.ScriptModule),
+    "transfer_to_npu": "torch_npu.contrib.transfer_to_npu" in sys.modules,
+    "dist_patched": getattr(dist.init_process_group, "__npu_platform_patched__", False),
+    "parallel_state_patched": getattr(parallel_state.init_distributed_environment,
+                                      "__npu_platform_patched__", False),
+    "flash_attn": flash_attn.__name__,
+}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["vllm", "sglang"])
+def test_default_patches_leave_torch_cuda_and_jit_alone_in_vllm_and_sglang(framework):
+    """vLLM and sglang run their native NPU paths: in their processes the default patches act
+    (backends, flash_attn) but torch.cuda still says no CUDA and torch.jit.script works."""
+    code = FRAMEWORK_PROBE.replace("@IMPORTS@", FRAMEWORK_IMPORTS[framework])
+    state = run_json(code, NPU_PLATFORM_EMULATE="1")
+    assert state["platform"] == f"npu_platform.{framework}.platform.NPUPlatform"
+    assert state["cuda_available"] is False and state["cuda_devices"] == 0
+    assert state["jit_script"] is True and state["scripted"] is True
+    assert state["transfer_to_npu"] is False
+    assert state["dist_patched"] is True and state["parallel_state_patched"] is True
+    assert state["flash_attn"] == "npu_platform.patches.flash_attn"
+    assert "start-up patches active" not in state["stderr"]  # INFO: not shown by default
 
 
 def test_meta_device_context_still_covers_the_redirected_factories():
     """``with torch.device("meta")`` recognises factory calls by identity against a set torch
-    caches on first use. The emulated ``cuda`` patch wraps the factories; the set must still
-    hold torch's own functions, or models built under the context (transformers'
-    ``from_pretrained``) get uninitialised CPU tensors instead of meta ones."""
+    caches on first use. The ``cuda`` patch (transfer_to_npu) wraps the factories; the set must
+    still hold torch's own functions, or models built under the context (transformers'
+    ``from_pretrained``) get uninitialised tensors on the device instead of meta ones."""
     state = run_json(
         """
         import json, torch
@@ -417,6 +551,7 @@ def test_meta_device_context_still_covers_the_redirected_factories():
         }))
         """,
         NPU_PLATFORM_EMULATE="1",
+        NPU_PLATFORM_PATCH_ONLY=CUDA_PROGRAM_PATCHES,
     )
     assert state["devices"] == ["meta"]
-    assert state["cuda_redirect"] == "cpu"
+    assert state["cuda_redirect"] == "npu"

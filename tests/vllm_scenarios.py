@@ -359,6 +359,62 @@ def sleep(args: argparse.Namespace) -> dict:
     return result
 
 
+def _device_and_host_memory(worker) -> dict[str, int]:
+    """(collective_rpc) Device memory in use (the device's own count, ``mem_get_info``) and
+    the engine process's resident host memory."""
+    import torch
+
+    free, total = torch.npu.mem_get_info()
+    status = _memory_status()
+    return {"device_used": total - free, "rss": status["VmRSS"], "anon": status["RssAnon"]}
+
+
+def sleep_cycles(args: argparse.Namespace) -> dict:
+    """``--cycles`` sleep/wake cycles, alternating level 1 and level 2 (with vLLM's reload
+    sequence), a generation after each wake-up; device and host memory after each cycle."""
+    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+    import tiny_models
+
+    model_dir = Path(args.workdir) / "llama"
+    if not (model_dir / "config.json").exists():
+        tiny_models.build_model("llama", model_dir, seed=args.seed)
+    tok = _tokenizer(model_dir)
+    prompts = [tok(t).input_ids for t in tiny_models.prompts(2, seed=args.seed)]
+
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(
+        model=str(model_dir),
+        dtype=args.dtype,
+        max_model_len=256,
+        kv_cache_memory_bytes=32 << 20,
+        enable_sleep_mode=True,
+        seed=args.seed,
+    )
+    params = SamplingParams(temperature=0.0, max_tokens=4, min_tokens=4)
+
+    def run() -> list[list[int]]:
+        outs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+        return [list(o.outputs[0].token_ids) for o in outs]
+
+    result: dict = {"before": run(), "memory": [], "mismatches": []}
+    result["memory_before"] = llm.collective_rpc(_device_and_host_memory)[0]
+    for cycle in range(args.cycles):
+        level = 1 + cycle % 2
+        llm.sleep(level=level)
+        if level == 1:
+            llm.wake_up()
+        else:
+            llm.wake_up(tags=["weights"])
+            llm.collective_rpc("reload_weights")
+            llm.wake_up(tags=["kv_cache"])
+        got = run()
+        if got != result["before"]:
+            result["mismatches"].append(cycle)
+        result["memory"].append(llm.collective_rpc(_device_and_host_memory)[0])
+    return result
+
+
 def tensor_parallel(args: argparse.Namespace) -> dict:
     """Tensor parallelism 2 on two emulated NPUs (gloo), against HF greedy generate."""
     os.environ["NPU_PLATFORM_EMULATE"] = "1"
@@ -462,6 +518,7 @@ SCENARIOS = {
     "generate": generate,
     "plugin": plugin,
     "sleep": sleep,
+    "sleep-cycles": sleep_cycles,
     "tensor-parallel": tensor_parallel,
 }
 
@@ -477,6 +534,7 @@ def main() -> None:
     parser.add_argument("--num-prompts", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cycles", type=int, default=100)
     parser.add_argument("--prefix-pass", action="store_true")
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--reference", choices=["exact", "margins", "none"], default="exact")

@@ -4,18 +4,20 @@ Nothing outside this package knows it exists (layers 1-5 of npu_platform import 
 torch.npu exactly as on an Ascend machine). With ``NPU_PLATFORM_EMULATE=1``:
 
 * :mod:`npu_platform.emulation.boot` (run from ``npu_platform-startup.pth`` in every Python
-  process, standard library only) puts a meta-path finder in front of ``sys.meta_path`` so
-  that ``import torch_npu`` / ``sgl_kernel_npu`` / ``torchair`` give the emulated packages
-  under :mod:`npu_platform.emulation`; without the variable it does nothing at all.
+  process, standard library only) puts the folder ``site/`` first on ``sys.path``, so that
+  ``import torch_npu`` / ``sgl_kernel_npu`` / ``torchair`` give the emulated packages under
+  their real names; without the variable it does nothing at all.
 * torch's device-backend autoload (entry point group ``torch.backends``, the way torch_npu
   loads) calls :func:`npu_platform.emulation.autoload.autoload` at the end of ``import
   torch``; it imports the emulated ``torch_npu`` when emulation is on and returns otherwise.
-* The emulated ``torch_npu`` (:mod:`npu_platform.emulation.torch_npu`) builds or loads the
+* The emulated ``torch_npu`` (``site/torch_npu``) builds or loads the
   native ``npu`` device (:mod:`npu_platform.emulation.native`, C++ in ``csrc/``), renames
   PrivateUse1 to ``npu``, registers ``torch.npu`` and offers torch_npu 2.13.0's Python API
   (the part the plugin, vLLM, sglang and dInfer call), its ``npu_*`` ops (schema-checked CPU
   references), the ATB ops sglang calls, ``contrib.transfer_to_npu`` and an ``hccl``
-  process-group backend over gloo.
+  process-group backend over gloo. It also loads the emulated ACL runtime
+  (:mod:`npu_platform.emulation.acl`), whose virtual-memory calls the plugin's ACL memory
+  driver makes, and which holds the device's one memory budget.
 
 The native module (``native.load()``) exposes:
 

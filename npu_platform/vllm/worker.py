@@ -8,8 +8,11 @@ Like vLLM's own XPU and CPU workers this is a thin subclass of
   ``workspace``) with CUDA's CuMem allocator; here every tag goes to
   :func:`npu_platform.vllm.sleep.memory_pool`, which is the sleep/wake memory manager when
   sleep mode is on and a no-op otherwise;
-* sleep and wake-up use the facade for synchronisation and memory info, and our sleep-mode
-  backend (``--sleep-mode-backend npu``, chosen automatically) for the memory itself.
+* sleep and wake-up do what vLLM's GPU worker does (level-2 buffers of the model and of a
+  draft model, ``sleep_preserve_parameter_names``, the device communicators' suspend hook
+  under ``enable_nccl_comm_suspend``), with the facade for synchronisation and memory info
+  and our sleep-mode backend (``--sleep-mode-backend npu``, chosen automatically) for the
+  memory itself.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import torch
+from vllm.distributed.parallel_state import resume_device_comms, suspend_device_comms
 from vllm.platforms import current_platform
 from vllm.utils.torch_utils import set_random_seed
 from vllm.v1.worker.gpu_worker import Worker, init_worker_distributed_environment
@@ -176,7 +180,16 @@ class NPUWorker(Worker):
             self._sleep_saved_buffers = {
                 name: buffer.cpu().clone() for name, buffer in model.named_buffers()
             }
+            draft = self.get_draft_model()
+            if draft is not None:
+                self._sleep_saved_draft_buffers = {
+                    name: buffer.cpu().clone() for name, buffer in draft.named_buffers()
+                }
         self.sleep_mode_backend.suspend(level)
+        if self.vllm_config.model_config.enable_nccl_comm_suspend:
+            # The device communicators' suspend hook (a no-op for HCCL groups, whose memory
+            # torch_npu's ProcessGroupHCCL owns), called as vLLM's GPU worker calls it.
+            suspend_device_comms()
         npu_device.synchronize()
         free_after, total = npu_device.mem_get_info()
         logger.info(
@@ -188,6 +201,8 @@ class NPUWorker(Worker):
 
     def wake_up(self, tags: list[str] | None = None) -> None:
         self.sleep_mode_backend.resume(tags)
+        if self.vllm_config.model_config.enable_nccl_comm_suspend:
+            resume_device_comms()
         wake_weights = tags is None or "weights" in tags
         if wake_weights and self._sleep_saved_parameters:
             self._restore_sleep_parameters(self.model_runner.model)
@@ -197,6 +212,13 @@ class NPUWorker(Worker):
                 if name in self._sleep_saved_buffers:
                     buffer.data.copy_(self._sleep_saved_buffers[name].data)
             self._sleep_saved_buffers = {}
+        if wake_weights and self._sleep_saved_draft_buffers:
+            draft = self.get_draft_model()
+            if draft is not None:
+                for name, buffer in draft.named_buffers():
+                    if name in self._sleep_saved_draft_buffers:
+                        buffer.data.copy_(self._sleep_saved_draft_buffers[name].data)
+            self._sleep_saved_draft_buffers = {}
         npu_device.synchronize()
 
     def compile_or_warm_up_model(self) -> CompilationTimes:

@@ -1,7 +1,8 @@
 """A dInfer-shaped program that knows only CUDA (it never mentions the NPU).
 
 It starts the way dInfer does: the parent picks a port and spawns one worker per GPU with
-``multiprocessing`` (spawn); each worker calls ``torch.cuda.set_device(rank)``, joins an
+``multiprocessing`` (spawn); each worker asks ``torch.cuda.is_available()``, calls
+``torch.cuda.set_device(rank)``, joins an
 ``nccl`` process group, all-reduces, runs ``flash_attn_varlen_func`` on packed sequences of
 different lengths (grouped-query heads, causal and not) and compares it with plain attention,
 round-trips ``flash_attn.bert_padding``, moves a module with ``.cuda()``, captures and
@@ -9,7 +10,8 @@ replays a CUDA graph, and uses ``torch_memory_saver`` (region, pause, resume) as
 
 Usage: ``python program.py RESULT.json [--world-size N] [--keep-going]``. Each worker
 records every step it ran as ``"ok"`` or ``"ErrorType: message"`` (it stops at the first
-failure unless ``--keep-going``) and the parent writes them all to RESULT.json
+failure unless ``--keep-going``), with the device of the tensors each step made
+(``"devices"``), and the parent writes them all to RESULT.json
 (``{"ok": ..., "workers": [{"rank", "steps", "failed", "exitcode", ...}]}``). The exit
 status is 0 only if every worker finished every step.
 """
@@ -74,6 +76,7 @@ def check_flash_attn(device, report):
         ref = naive_attention(q, k, v, SEQLENS, causal, scale)
         errors[str(causal)] = (out.float() - ref).abs().max().item()
         assert errors[str(causal)] < 1e-2, errors
+        report["devices"]["flash_attn"] = str(out.device)
     report["flash_attn_max_error"] = errors
 
     # padded batch <-> packed tokens
@@ -96,6 +99,7 @@ def check_memory_saver(device, report):
     saver = torch_memory_saver.torch_memory_saver
     with saver.region(tag="kv_cache"):
         kv_cache = torch.zeros(4096, device=device)
+    report["devices"]["torch_memory_saver"] = str(kv_cache.device)
     with saver.region(tag="weights", enable_cpu_backup=True):
         weights = torch.ones(1024, device=device)
     saver.pause("kv_cache")
@@ -106,7 +110,7 @@ def check_memory_saver(device, report):
     assert kv_cache.sum().item() == 2.0 * 4096 and weights.sum().item() == 1024
 
 
-def check_cuda_graph(device):
+def check_cuda_graph(device, report):
     import torch
 
     gen = torch.Generator().manual_seed(7)
@@ -120,6 +124,7 @@ def check_cuda_graph(device):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         static_y = (weight @ static_x).relu() + 1
+    report["devices"]["cuda_graph"] = str(static_y.device)
     for _ in range(2):
         new_x = torch.randn(8, generator=gen).to(device)
         static_x.copy_(new_x)
@@ -147,6 +152,7 @@ def step_all_reduce(rank, world_size, state, report):
     import torch.distributed as dist
 
     value = torch.full((4,), float(rank + 1), device=state["device"])
+    report["devices"]["all_reduce"] = str(value.device)
     dist.all_reduce(value)
     assert value.tolist() == [world_size * (world_size + 1) / 2] * 4, value
 
@@ -157,6 +163,7 @@ def step_module_cuda(rank, world_size, state, report):
     model = torch.nn.Linear(8, 8).cuda()
     y = model(torch.randn(2, 8).cuda())
     assert y.device == model.weight.device
+    report["devices"]["module_cuda"] = str(y.device)
 
 
 def step_shutdown(rank, world_size, state, report):
@@ -174,7 +181,7 @@ STEPS = (
     ("all_reduce", step_all_reduce),
     ("flash_attn", lambda rank, world, state, report: check_flash_attn(state["device"], report)),
     ("module_cuda", step_module_cuda),
-    ("cuda_graph", lambda rank, world, state, report: check_cuda_graph(state["device"])),
+    ("cuda_graph", lambda rank, world, state, report: check_cuda_graph(state["device"], report)),
     (
         "torch_memory_saver",
         lambda rank, world, state, report: check_memory_saver(state["device"], report),
@@ -185,9 +192,12 @@ STEPS = (
 
 def worker(rank, world_size, out_dir, keep_going):
     """Run the steps; stop at the first failure unless ``keep_going``."""
-    report = {"rank": rank, "steps": {}, "failed": None}
+    report = {"rank": rank, "steps": {}, "failed": None, "devices": {}}
     state = {}
     try:
+        import torch
+
+        report["cuda_available"] = torch.cuda.is_available()
         for name, run in STEPS:
             try:
                 run(rank, world_size, state, report)

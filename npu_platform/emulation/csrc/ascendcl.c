@@ -805,6 +805,33 @@ FAKE_EXPORT int fake_acl_initialized(void)
     return g_initialized;
 }
 
+/* The emulated device's other memory user (the torch device's built-in allocator, which
+ * stands in for torch_npu's caching allocator over aclrtMalloc) charges its bytes here, so
+ * that one budget per device covers both, as one HBM does: delta > 0 takes memory (returns
+ * ACL_ERROR_RT_MEMORY_ALLOCATION, taking nothing, past the limit), delta < 0 gives it back. */
+FAKE_EXPORT int fake_acl_charge(int32_t device, int64_t delta)
+{
+    if (device < 0 || device >= FAKE_MAX_DEVICES) {
+        return ACL_ERROR_RT_INVALID_DEVICEID;
+    }
+    int rc = ACL_SUCCESS;
+    pthread_mutex_lock(&g_lock);
+    if (delta >= 0) {
+        size_t want = (size_t)delta;
+        size_t limit = mem_limit();
+        if (g_used[device] > limit || want > limit - g_used[device]) {
+            rc = ACL_ERROR_RT_MEMORY_ALLOCATION;
+        } else {
+            g_used[device] += want;
+        }
+    } else {
+        size_t give = (size_t)(-delta);
+        g_used[device] = give > g_used[device] ? 0 : g_used[device] - give;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return rc;
+}
+
 FAKE_EXPORT size_t fake_acl_used_bytes(int32_t device)
 {
     if (device < 0 || device >= FAKE_MAX_DEVICES) {

@@ -39,6 +39,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <dlfcn.h>
 #include <torch/csrc/utils/pybind.h>
 #include <torch/library.h>
 
@@ -219,12 +220,52 @@ void for_each_stat(StatArray& stats, size_t size, Fn fn) {
   fn(stats[static_cast<size_t>(pool)]);
 }
 
-// Counts `size` bytes against the device's capacity, or throws torch.OutOfMemoryError.
-void reserve(DeviceIndex device, size_t size) {
+// The device's physical memory is one budget shared with the emulated ACL runtime (its
+// virtual-memory calls serve the pluggable allocators of the memory manager), as HBM is
+// shared between torch_npu's caching allocator and aclrtMallocPhysical on Ascend. When that
+// library is loaded (the emulated torch_npu loads it), the built-in allocator charges its
+// bytes to it and free memory is what it reports; without it the device counts alone.
+using ChargeFn = int (*)(int32_t, int64_t);
+using UsedFn = size_t (*)(int32_t);
+struct AclBudget {
+  ChargeFn charge = nullptr;
+  UsedFn used = nullptr;
+};
+AclBudget acl_budget() {
+  static std::once_flag once;
+  static AclBudget budget;
+  std::call_once(once, [] {
+    budget.charge = reinterpret_cast<ChargeFn>(dlsym(RTLD_DEFAULT, "fake_acl_charge"));
+    budget.used = reinterpret_cast<UsedFn>(dlsym(RTLD_DEFAULT, "fake_acl_used_bytes"));
+    if (budget.charge == nullptr || budget.used == nullptr) {
+      budget = AclBudget{};
+    }
+  });
+  return budget;
+}
+
+// Bytes of the device's memory in use: the shared budget's, else the device's own count.
+size_t device_used(DeviceIndex device, const DeviceMemory& memory) {
+  const AclBudget budget = acl_budget();
+  if (budget.used != nullptr) {
+    return budget.used(device);
+  }
+  return static_cast<size_t>(memory.bytes[kAggregate].current);
+}
+
+// Counts `size` bytes in the device's statistics. Memory of the built-in allocator
+// (`physical`) is also taken from the device's capacity, or torch.OutOfMemoryError is thrown;
+// a pluggable allocator takes its own memory (and returns NULL when there is none).
+void reserve(DeviceIndex device, size_t size, bool physical) {
   DeviceMemory& memory = g_memory[device];
   std::lock_guard<std::mutex> lock(memory.mutex);
-  const auto used = static_cast<size_t>(memory.bytes[kAggregate].current);
-  if (size > g_capacity - used) {
+  const size_t used = device_used(device, memory);
+  const AclBudget budget = acl_budget();
+  bool fits = size <= g_capacity - std::min(used, g_capacity);
+  if (physical && fits && budget.charge != nullptr) {
+    fits = budget.charge(device, static_cast<int64_t>(size)) == 0;
+  }
+  if (physical && !fits) {
     ++memory.num_ooms;
     TORCH_CHECK_WITH(
         OutOfMemoryError,
@@ -235,10 +276,10 @@ void reserve(DeviceIndex device, size_t size) {
         size,
         " bytes; ",
         used,
-        " bytes allocated of ",
+        " bytes in use of ",
         g_capacity,
         " total (",
-        g_capacity - used,
+        g_capacity - std::min(used, g_capacity),
         " free) on the emulated device. Free npu tensors or start the emulation with more "
         "memory per device.");
   }
@@ -246,9 +287,13 @@ void reserve(DeviceIndex device, size_t size) {
   for_each_stat(memory.blocks, size, [](Stat& s) { s.increase(1); });
 }
 
-void unreserve(DeviceIndex device, size_t size) {
+void unreserve(DeviceIndex device, size_t size, bool physical) {
   DeviceMemory& memory = g_memory[device];
   std::lock_guard<std::mutex> lock(memory.mutex);
+  const AclBudget budget = acl_budget();
+  if (physical && budget.charge != nullptr) {
+    budget.charge(device, -static_cast<int64_t>(size));
+  }
   for_each_stat(memory.bytes, size, [&](Stat& s) { s.decrease(size); });
   for_each_stat(memory.blocks, size, [](Stat& s) { s.decrease(1); });
 }
@@ -267,7 +312,7 @@ void free_allocation(void* context) {
   if (allocation->pool) {
     allocation->pool->live_bytes -= static_cast<int64_t>(allocation->size);
   }
-  unreserve(allocation->device, allocation->size);
+  unreserve(allocation->device, allocation->size, allocation->backend.alloc == nullptr);
 }
 
 class NpuAllocator final : public c10::DeviceAllocator {
@@ -293,16 +338,17 @@ class NpuAllocator final : public c10::DeviceAllocator {
       std::lock_guard<std::mutex> lock(g_registry_mutex);
       backend = g_backends[g_current_backend];
     }
-    reserve(device, size);
+    const bool physical = backend.alloc == nullptr;
+    reserve(device, size, physical);
     void* ptr = nullptr;
     try {
-      ptr = backend.alloc != nullptr ? backend.alloc(size, device, nullptr) : c10::alloc_cpu(size);
+      ptr = physical ? c10::alloc_cpu(size) : backend.alloc(size, device, nullptr);
     } catch (...) {
-      unreserve(device, size);
+      unreserve(device, size, physical);
       throw;
     }
     if (ptr == nullptr) {
-      unreserve(device, size);
+      unreserve(device, size, physical);
       TORCH_CHECK_WITH(
           OutOfMemoryError,
           false,
@@ -385,7 +431,7 @@ class NpuAllocator final : public c10::DeviceAllocator {
     check_device(device);
     DeviceMemory& memory = g_memory[device];
     std::lock_guard<std::mutex> lock(memory.mutex);
-    return {g_capacity - static_cast<size_t>(memory.bytes[kAggregate].current), g_capacity};
+    return {g_capacity - std::min(device_used(device, memory), g_capacity), g_capacity};
   }
 };
 
