@@ -231,3 +231,19 @@ def test_bad_variable_leaves_the_plugin_inactive_with_a_warning():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "None"
     assert "NPU_PLATFORM_EMULATE='maybe' is not valid" in proc.stderr
+
+
+@pytest.mark.slow
+def test_kv_cache_size_follows_the_memory_profile_and_speculation_is_refused(tmp_path):
+    """On a 1 GiB emulated device with the default --gpu-memory-utilization (0.9), the KV
+    cache is what the budget leaves after the weights and the profile run's peak. The tiny
+    model's weights are a few MiB and its profile-run activations stay under 64 MiB, so the
+    KV cache must be within 64 MiB below ``0.9 * total - weights`` (the former sizing, which
+    counted lasting buffers twice and reserved a fixed 0.5 GiB, gave 0.5 GiB less)."""
+    result = vllm_scenarios.run("kv-sizing", "--workdir", str(tmp_path))
+    assert result["total"] == 1 << 30
+    budget = result["utilization"] * result["total"] - result["weights"]
+    assert result["weights"] > 0
+    assert budget - 64 * (1 << 20) <= result["kv_cache"] <= budget, result
+    refusal = result["speculative_refusal"]
+    assert refusal is not None and "speculative decoding is not supported" in refusal, refusal

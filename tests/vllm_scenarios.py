@@ -389,6 +389,8 @@ def sleep_cycles(args: argparse.Namespace) -> dict:
         max_model_len=256,
         kv_cache_memory_bytes=32 << 20,
         enable_sleep_mode=True,
+        # The GPU worker's communicator suspend/resume hook, as users may switch it on.
+        enable_nccl_comm_suspend=True,
         seed=args.seed,
     )
     params = SamplingParams(temperature=0.0, max_tokens=4, min_tokens=4)
@@ -412,6 +414,53 @@ def sleep_cycles(args: argparse.Namespace) -> dict:
         if got != result["before"]:
             result["mismatches"].append(cycle)
         result["memory"].append(llm.collective_rpc(_device_and_host_memory)[0])
+    return result
+
+
+def _kv_cache_and_weights(worker) -> dict[str, int]:
+    """(collective_rpc) The device's total memory, the KV cache's bytes (its tensors'
+    storages) and the model's parameter bytes, in the worker."""
+    import torch
+
+    storages = {}
+    for tensor in worker.model_runner.kv_caches:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    model = worker.model_runner.model
+    return {
+        "total": torch.npu.mem_get_info()[1],
+        "kv_cache": sum(storages.values()),
+        "weights": sum(p.numel() * p.element_size() for p in model.parameters()),
+    }
+
+
+def kv_sizing(args: argparse.Namespace) -> dict:
+    """The KV cache vLLM gets from the platform's memory profile, on a 1 GiB device with
+    the default --gpu-memory-utilization; and the refusal of speculative decoding."""
+    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+    os.environ["NPU_PLATFORM_EMULATE_DEVICE_MEMORY"] = str(1 << 30)
+    import tiny_models
+
+    model_dir = Path(args.workdir) / args.kind
+    if not (model_dir / "config.json").exists():
+        tiny_models.build_model(args.kind, model_dir, seed=args.seed)
+    from vllm import LLM
+    from vllm.engine.arg_utils import EngineArgs
+
+    result: dict = {}
+    try:
+        EngineArgs(
+            model=str(model_dir),
+            max_model_len=256,
+            speculative_config={"method": "ngram", "num_speculative_tokens": 2},
+        ).create_engine_config()
+        result["speculative_refusal"] = None
+    except Exception as exc:
+        result["speculative_refusal"] = f"{type(exc).__name__}: {exc}"
+
+    llm = LLM(model=str(model_dir), dtype=args.dtype, max_model_len=256, seed=args.seed)
+    result.update(llm.collective_rpc(_kv_cache_and_weights)[0])
+    result["utilization"] = llm.llm_engine.vllm_config.cache_config.gpu_memory_utilization
     return result
 
 
@@ -516,6 +565,7 @@ def plugin(args: argparse.Namespace) -> dict:
 
 SCENARIOS = {
     "generate": generate,
+    "kv-sizing": kv_sizing,
     "plugin": plugin,
     "sleep": sleep,
     "sleep-cycles": sleep_cycles,

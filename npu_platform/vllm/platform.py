@@ -291,6 +291,12 @@ class NPUPlatform(Platform):
     def check_and_update_config(cls, vllm_config: VllmConfig) -> None:
         from vllm.config import CompilationMode, CUDAGraphMode
 
+        if vllm_config.speculative_config is not None:
+            raise ValueError(
+                "speculative decoding is not supported on the NPU platform yet: its attention "
+                "backend has no multi-token verification path and its sleep mode does not "
+                "cover draft models. Remove --speculative-config."
+            )
         parallel = vllm_config.parallel_config
         if parallel.worker_cls == "auto":
             parallel.worker_cls = WORKER_CLS

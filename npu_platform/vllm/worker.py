@@ -8,9 +8,10 @@ Like vLLM's own XPU and CPU workers this is a thin subclass of
   ``workspace``) with CUDA's CuMem allocator; here every tag goes to
   :func:`npu_platform.vllm.sleep.memory_pool`, which is the sleep/wake memory manager when
   sleep mode is on and a no-op otherwise;
-* sleep and wake-up do what vLLM's GPU worker does (level-2 buffers of the model and of a
-  draft model, ``sleep_preserve_parameter_names``, the device communicators' suspend hook
-  under ``enable_nccl_comm_suspend``), with the facade for synchronisation and memory info
+* sleep and wake-up do what vLLM's GPU worker does (level-2 buffers of the model,
+  ``sleep_preserve_parameter_names``, the device communicators' suspend hook under
+  ``enable_nccl_comm_suspend``; draft models do not exist here, as the platform refuses
+  speculative decoding), with the facade for synchronisation and memory info
   and our sleep-mode backend (``--sleep-mode-backend npu``, chosen automatically) for the
   memory itself.
 """
@@ -180,11 +181,6 @@ class NPUWorker(Worker):
             self._sleep_saved_buffers = {
                 name: buffer.cpu().clone() for name, buffer in model.named_buffers()
             }
-            draft = self.get_draft_model()
-            if draft is not None:
-                self._sleep_saved_draft_buffers = {
-                    name: buffer.cpu().clone() for name, buffer in draft.named_buffers()
-                }
         self.sleep_mode_backend.suspend(level)
         if self.vllm_config.model_config.enable_nccl_comm_suspend:
             # The device communicators' suspend hook (a no-op for HCCL groups, whose memory
@@ -212,13 +208,6 @@ class NPUWorker(Worker):
                 if name in self._sleep_saved_buffers:
                     buffer.data.copy_(self._sleep_saved_buffers[name].data)
             self._sleep_saved_buffers = {}
-        if wake_weights and self._sleep_saved_draft_buffers:
-            draft = self.get_draft_model()
-            if draft is not None:
-                for name, buffer in draft.named_buffers():
-                    if name in self._sleep_saved_draft_buffers:
-                        buffer.data.copy_(self._sleep_saved_draft_buffers[name].data)
-            self._sleep_saved_draft_buffers = {}
         npu_device.synchronize()
 
     def compile_or_warm_up_model(self) -> CompilationTimes:
