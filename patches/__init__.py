@@ -45,6 +45,8 @@ The patches
         even when the CUDA package is installed.
     ``torch_memory_saver``
         ``import torch_memory_saver`` gives :mod:`npu_platform.torch_memory_saver`, even when
-        the CUDA package is installed (through
-        :func:`npu_platform.sglang.memory_saver.install`).
+        the CUDA package is installed. The redirect is the sglang integration's finder
+        (:func:`npu_platform.sglang.memory_saver.install`, which sglang's entry points call
+        too), so a process has one finder for ``torch_memory_saver`` whichever path installed
+        it.
 """

@@ -102,18 +102,7 @@ def decide() -> frozenset[str] | None:
 
 def activated(finder: Any) -> None:
     """Right after the decision: set up redirects and patch what is already imported."""
-    if "torch_memory_saver" in finder.selected:
-        try:
-            from npu_platform.sglang import memory_saver
-
-            memory_saver.install()
-            _log_once(
-                "torch_memory_saver",
-                "patch torch_memory_saver: `import torch_memory_saver` gives "
-                "npu_platform.torch_memory_saver (ahead of any installed torch_memory_saver)",
-            )
-        except Exception as exc:
-            _warn("torch_memory_saver redirect failed: %r", exc)
+    _install_memory_saver(finder)
     from ._boot import POST_IMPORT
 
     for name in sorted(POST_IMPORT):
@@ -173,6 +162,44 @@ def _patch_torch(finder: Any, torch: ModuleType) -> None:
 # ---------------------------------------------------------------------------- redirects
 
 
+def _install_memory_saver(finder: Any) -> bool:
+    """The ``torch_memory_saver`` patch: install the sglang integration's redirect.
+
+    :func:`npu_platform.sglang.memory_saver.install` puts the process's one
+    ``torch_memory_saver`` finder at the front of ``sys.meta_path`` (the sglang entry points
+    install the same one; it is never there twice). Idempotent; logged once per process.
+    """
+    if "torch_memory_saver" not in finder.selected:
+        return False
+    try:
+        from npu_platform.sglang import memory_saver
+
+        installed = memory_saver.install()
+    except Exception as exc:
+        _warn("torch_memory_saver redirect failed: %r", exc)
+        return False
+    if installed:
+        _log_once(
+            "torch_memory_saver",
+            "patch torch_memory_saver: `import torch_memory_saver` gives "
+            "npu_platform.torch_memory_saver (ahead of any installed torch_memory_saver)",
+        )
+    return installed
+
+
+def memory_saver_spec(finder: Any, fullname: str, path: Any, target: Any) -> Any:
+    """The spec for the ``import torch_memory_saver`` during which ``finder`` decided.
+
+    Asked of :mod:`npu_platform.sglang.memory_saver`'s finder, which :func:`activated` has
+    just put in front of ``finder``, where this import had already looked.
+    """
+    if not _install_memory_saver(finder):
+        return None
+    from npu_platform.sglang import memory_saver
+
+    return memory_saver.find_spec(fullname, path, target)
+
+
 class _AliasLoader:
     """Loads a redirected name as an existing npu_platform module (the same object)."""
 
@@ -192,20 +219,9 @@ class _AliasLoader:
 
 
 def redirect_spec(finder: Any, fullname: str, path: Any, target: Any) -> Any:
-    """The spec answering ``fullname`` (flash_attn..., torch_memory_saver...) on an NPU."""
+    """The spec answering ``fullname`` (``flash_attn`` and its submodules) on an NPU."""
     head = fullname.partition(".")[0]
     if head not in finder.selected:
-        return None
-    if head == "torch_memory_saver":
-        # npu_platform.sglang.memory_saver's finder (installed by activated()) answers it; it
-        # sits ahead of ours, but this very import already walked past it.
-        for other in list(sys.meta_path):
-            if other is finder:
-                break
-            find_spec = getattr(other, "find_spec", None)
-            spec = None if find_spec is None else find_spec(fullname, path, target)
-            if spec is not None:
-                return spec
         return None
     module = FLASH_ATTN_MODULES.get(fullname)
     if module is None:

@@ -8,12 +8,12 @@ environment, on machines with or without an NPU. So it imports only ``os``, ``sy
    empty) stops here;
 2. puts a :class:`StartupFinder` at the front of ``sys.meta_path``.
 
-The finder looks only at a handful of module names (:data:`POST_IMPORT`, :data:`REDIRECTED`)
-and answers ``None`` for everything else after one set lookup. The first time one of those
-names is imported it decides whether to act, cheaply first: with ``NPU_PLATFORM_EMULATE``
-unset (or off) and no ``torch_npu`` on ``sys.path`` there can be no NPU, so the finder
-removes itself without having imported anything (``python -X importtime -c "import torch"``
-lists no npu_platform module beyond this one). Otherwise it imports
+The finder looks only at a handful of module names (:data:`POST_IMPORT`, :data:`REDIRECTED`,
+:data:`DECIDED_ELSEWHERE`) and answers ``None`` for everything else after one set lookup. The
+first time one of those names is imported it decides whether to act, cheaply first: with
+``NPU_PLATFORM_EMULATE`` unset (or off) and no ``torch_npu`` on ``sys.path`` there can be no
+NPU, so the finder removes itself without having imported anything (``python -X importtime -c
+"import torch"`` lists no npu_platform module beyond this one). Otherwise it imports
 :mod:`npu_platform.patches._activate`, which asks :func:`npu_platform.detect.detect` and
 applies the selected patches.
 
@@ -21,6 +21,10 @@ Post-import hooks: for a name in :data:`POST_IMPORT` the finder asks the finders
 the real spec and wraps its loader, so that right after the module has executed (and before
 the importer gets it) :func:`npu_platform.patches._activate.module_loaded` can patch it.
 Nothing here imports torch; torch is patched after its own import has finished.
+
+``torch_memory_saver`` is not redirected here: the one finder for it is
+:mod:`npu_platform.sglang.memory_saver`'s, which activation installs (the sglang entry points
+install the same one). Its import is only one more occasion to decide.
 """
 
 import os
@@ -41,10 +45,15 @@ POST_IMPORT = frozenset(
     }
 )
 
-#: Top-level names whose import (and submodules') is answered by npu_platform on an NPU.
-REDIRECTED = frozenset({"flash_attn", "torch_memory_saver"})
+#: Top-level names whose import (and submodules') this finder answers on an NPU.
+REDIRECTED = frozenset({"flash_attn"})
 
-_HEADS = frozenset(name.partition(".")[0] for name in POST_IMPORT | REDIRECTED)
+#: Names whose import makes the finder decide but which another finder answers: on an NPU,
+#: activation installs :mod:`npu_platform.sglang.memory_saver`'s redirect for
+#: ``torch_memory_saver`` (see :meth:`StartupFinder._decided_during`).
+DECIDED_ELSEWHERE = frozenset({"torch_memory_saver"})
+
+_HEADS = frozenset(name.partition(".")[0] for name in POST_IMPORT | REDIRECTED | DECIDED_ELSEWHERE)
 
 # Decision states.
 UNDECIDED = "undecided"
@@ -99,6 +108,8 @@ class StartupFinder:
             if self.state == INACTIVE or not self._maybe_npu():
                 return None
             return self._wrapped_spec(fullname, path, target)
+        if fullname in DECIDED_ELSEWHERE:
+            return self._decided_during(fullname, path, target)
         head = fullname.partition(".")[0]
         if head not in REDIRECTED:
             return None
@@ -110,6 +121,20 @@ class StartupFinder:
 
     def invalidate_caches(self) -> None:
         return None
+
+    def _decided_during(self, fullname: str, path: object, target: object) -> object:
+        """``torch_memory_saver``: decide, but leave the answer to its own finder.
+
+        Once active, :mod:`npu_platform.sglang.memory_saver`'s finder sits at the front of
+        ``sys.meta_path`` and answers before this one is asked, so this one answers
+        ``None``. Only the import during which the decision is taken has already walked past
+        that place; for it the answer is asked of that finder and handed on.
+        """
+        if self.state == ACTIVE or self.decide() != ACTIVE:
+            return None
+        from . import _activate
+
+        return _activate.memory_saver_spec(self, fullname, path, target)
 
     # ------------------------------------------------------------------ decision
 

@@ -311,6 +311,115 @@ def test_each_applied_patch_is_logged_once(only, level, expected):
     ], lines
 
 
+# ---------------------------------------------------------------------------- one redirect
+
+FAKE_CUDA_TMS = {
+    "torch_memory_saver/__init__.py": 'FLAVOR = "fake-cuda"\n',
+    "torch_memory_saver/hooks.py": 'FLAVOR = "fake-cuda hooks"\n',
+}
+
+ONE_REDIRECT = """
+import importlib, json, logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+
+def flavor(module):
+    return getattr(module, "FLAVOR", module.__name__)
+
+def qualname(finder):
+    cls = finder if isinstance(finder, type) else type(finder)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+def answering(fullname):
+    found = []
+    for finder in list(sys.meta_path):
+        find_spec = getattr(finder, "find_spec", None)
+        if find_spec is not None and find_spec(fullname, None) is not None:
+            found.append(qualname(finder))
+    return found
+
+if @FIRST@ == "torch_memory_saver":
+    import torch_memory_saver as first
+else:
+    import torch
+    first = sys.modules.get("torch_memory_saver")
+from npu_platform.entry_points import sglang as entry_points
+platform = entry_points.platform_plugin()
+if @REGISTER@:
+    entry_points.register()
+import torch_memory_saver as after
+sys.modules.pop("torch_memory_saver")
+again = importlib.import_module("torch_memory_saver")
+try:
+    import torch_memory_saver.hooks as hooks
+    submodule = flavor(hooks)
+except ImportError as exc:
+    submodule = f"{type(exc).__name__}: {exc}"
+print(json.dumps({
+    "first": None if first is None else flavor(first),
+    "platform": platform,
+    "after": flavor(after),
+    "again": flavor(again),
+    "submodule": submodule,
+    "answering": answering("torch_memory_saver"),
+    "redirects": sum(qualname(f) == "@REDIRECT@" for f in sys.meta_path),
+}))
+"""
+REDIRECT_FINDER = "npu_platform.sglang.memory_saver._TorchMemorySaverRedirect"
+FACADE = "npu_platform.torch_memory_saver"
+
+
+@pytest.mark.parametrize(
+    ("first", "register", "env", "expected_first"),
+    [
+        # The start-up hook decides during the first `import torch_memory_saver`.
+        ("torch_memory_saver", True, {"NPU_PLATFORM_EMULATE": "1"}, FACADE),
+        # ... or at `import torch`, before sglang's entry point runs.
+        ("torch", False, {"NPU_PLATFORM_EMULATE": "1"}, None),
+        # Start-up patch not selected: the sglang entry point alone installs (and rebinds).
+        (
+            "torch_memory_saver",
+            False,
+            {"NPU_PLATFORM_EMULATE": "1", "NPU_PLATFORM_PATCH_ONLY": "flash_attn"},
+            "fake-cuda",
+        ),
+        # No NPU: nothing is redirected, by either path.
+        ("torch_memory_saver", False, {}, "fake-cuda"),
+    ],
+    ids=["emulated-tms-first", "emulated-torch-first", "emulated-patch-not-selected", "no-npu"],
+)
+def test_one_finder_redirects_torch_memory_saver(tmp_path, first, register, env, expected_first):
+    """The start-up patch and sglang's entry points share one redirect: after both ran, one
+    npu_platform object on ``sys.meta_path`` answers ``torch_memory_saver`` (ahead of the
+    installed CUDA package), and the import gives npu_platform's facade; without an NPU,
+    none does."""
+    site = tmp_path / "site"
+    make_dist(site, "torch_memory_saver", "0.0.9", files=FAKE_CUDA_TMS)
+    code = (
+        ONE_REDIRECT.replace("@FIRST@", repr(first))
+        .replace("@REGISTER@", repr(register))
+        .replace("@REDIRECT@", REDIRECT_FINDER)
+    )
+    state = run_json(code, site_dirs=[site], **env)
+    ours = [name for name in state["answering"] if name.startswith("npu_platform")]
+    log = [line for line in state["stderr"].splitlines() if "patch torch_memory_saver:" in line]
+    assert state["first"] == expected_first
+    if "NPU_PLATFORM_EMULATE" not in env:
+        assert state["platform"] is None
+        assert ours == [] and state["redirects"] == 0
+        assert state["after"] == state["again"] == "fake-cuda"
+        assert state["submodule"] == "fake-cuda hooks"
+        assert log == []
+        return
+    assert state["platform"] == "npu_platform.sglang.platform.NPUPlatform"
+    assert ours == [REDIRECT_FINDER] and state["redirects"] == 1, state["answering"]
+    assert state["answering"][0] == REDIRECT_FINDER  # ahead of the CUDA package's finder
+    assert state["after"] == state["again"] == FACADE
+    assert state["submodule"].startswith("ModuleNotFoundError"), state["submodule"]
+    assert "is not a package" in state["submodule"]
+    selected = "NPU_PLATFORM_PATCH_ONLY" not in env
+    assert len(log) == (1 if selected else 0), state["stderr"]
+
+
 # ---------------------------------------------------------------------------- real NPU path
 
 FAKE_TORCH_NPU = """

@@ -135,6 +135,18 @@ def test_finder_ignores_unwatched_names():
     assert finder.state == _boot.UNDECIDED
 
 
+def test_finder_leaves_torch_memory_saver_to_the_sglang_redirect():
+    """Once active, the start-up finder never answers ``torch_memory_saver`` itself:
+    npu_platform.sglang.memory_saver's finder (installed on activation) is the one redirect."""
+    finder = _boot.StartupFinder()
+    finder.state = _boot.ACTIVE
+    finder.selected = frozenset({"torch_memory_saver", "flash_attn"})
+    for name in ("torch_memory_saver", "torch_memory_saver.hooks"):
+        assert finder.find_spec(name) is None
+    assert "torch_memory_saver" not in _boot.REDIRECTED
+    assert finder.find_spec("flash_attn") is not None  # its own redirect still answers
+
+
 def without_torch_npu(monkeypatch):
     """This process as if no torch_npu were loaded or on ``sys.path``.
 

@@ -13,6 +13,12 @@ reference, run ``LLM.generate`` through the plugin on the emulated NPU (all prom
 batch), optionally a second pass whose prompts extend the first pass's (prefix-cache hits),
 optionally a traced single-prompt pass recording the order of attention metadata builds and
 torch_npu op calls, and report everything.
+
+``--real`` (the hardware tests, ``tests/hardware``): the scenario runs on the real Ascend NPU
+that detection finds; it does not turn the emulated NPU on (call it with
+``scenario_env(emulate=False)``), records the detected target, and, in ``sleep``, also reads
+the device's own memory count (``torch.npu.mem_get_info``) in the engine process. Without it
+every scenario runs on the emulated NPU, which it switches on itself.
 """
 
 from __future__ import annotations
@@ -72,6 +78,24 @@ def run(scenario: str, *args: str, env: dict[str, str] | None = None, timeout: i
             f"{proc.stderr[-6000:]}"
         )
     return json.loads(lines[-1][len(RESULT_PREFIX) :])
+
+
+def _select_npu(args: argparse.Namespace, devices: int | None = None) -> None:
+    """Switch this process (and the engine processes it starts) to the emulated NPU, with
+    ``devices`` emulated devices if given; with ``--real`` leave it off, for the real NPU."""
+    if args.real:
+        return
+    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+    if devices is not None:
+        os.environ["NPU_PLATFORM_EMULATE_DEVICES"] = str(devices)
+
+
+def _record_target(args: argparse.Namespace, result: dict) -> None:
+    """With ``--real``: what detection found (the hardware tests require ``real``)."""
+    if args.real:
+        from npu_platform.detect import detect
+
+        result["target"] = detect().target.value
 
 
 def _tokenizer(model_dir: Path):
@@ -151,7 +175,7 @@ def _oot_ops(worker) -> list[str]:
 
 
 def generate(args: argparse.Namespace) -> dict:
-    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+    _select_npu(args)
     import tiny_models
 
     model_dir = Path(args.workdir) / args.kind
@@ -161,6 +185,7 @@ def generate(args: argparse.Namespace) -> dict:
     texts = tiny_models.prompts(args.num_prompts, seed=args.seed)
     prompts = [tok(t).input_ids for t in texts]
     result: dict = {"prompt_lens": [len(p) for p in prompts]}
+    _record_target(args, result)
 
     second: list[list[int]] = []
     if args.prefix_pass:
@@ -286,7 +311,7 @@ def sleep(args: argparse.Namespace) -> dict:
     Records the memory manager's per-tag byte counts and the engine process's RSS before and
     after each step.
     """
-    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+    _select_npu(args)
     import tiny_models
 
     model_dir = Path(args.workdir) / "sleep-llama"
@@ -313,12 +338,16 @@ def sleep(args: argparse.Namespace) -> dict:
         return [list(o.outputs[0].token_ids) for o in outs]
 
     def mem() -> dict:
-        return llm.collective_rpc(_memory_status)[0]
+        status = llm.collective_rpc(_memory_status)[0]
+        if args.real:  # the device's own count: RSS does not hold device memory there
+            status["device_used"] = llm.collective_rpc(_device_used)[0]
+        return status
 
     def stats() -> dict:
         return llm.collective_rpc(_memory_stats)[0]
 
     result: dict = {"backend": llm.llm_engine.vllm_config.model_config.sleep_mode_backend}
+    _record_target(args, result)
     result["checkpoint_bytes"] = tiny_models.weight_bytes(model_dir)
     result["model_bytes"] = llm.collective_rpc(_model_bytes)[0]
     result["before"] = run()
@@ -359,6 +388,15 @@ def sleep(args: argparse.Namespace) -> dict:
     return result
 
 
+def _device_used(worker=None) -> int:
+    """(collective_rpc) Device memory in use, by the device's own count (``mem_get_info``)."""
+    import torch
+
+    torch.npu.synchronize()
+    free, total = torch.npu.mem_get_info()
+    return total - free
+
+
 def _device_and_host_memory(worker) -> dict[str, int]:
     """(collective_rpc) Device memory in use (the device's own count, ``mem_get_info``) and
     the engine process's resident host memory."""
@@ -372,7 +410,7 @@ def _device_and_host_memory(worker) -> dict[str, int]:
 def sleep_cycles(args: argparse.Namespace) -> dict:
     """``--cycles`` sleep/wake cycles, alternating level 1 and level 2 (with vLLM's reload
     sequence), a generation after each wake-up; device and host memory after each cycle."""
-    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+    _select_npu(args)
     import tiny_models
 
     model_dir = Path(args.workdir) / "llama"
@@ -437,7 +475,7 @@ def _kv_cache_and_weights(worker) -> dict[str, int]:
 def kv_sizing(args: argparse.Namespace) -> dict:
     """The KV cache vLLM gets from the platform's memory profile, on a 1 GiB device with
     the default --gpu-memory-utilization; and the refusal of speculative decoding."""
-    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+    _select_npu(args)
     os.environ["NPU_PLATFORM_EMULATE_DEVICE_MEMORY"] = str(1 << 30)
     import tiny_models
 
@@ -466,8 +504,7 @@ def kv_sizing(args: argparse.Namespace) -> dict:
 
 def tensor_parallel(args: argparse.Namespace) -> dict:
     """Tensor parallelism 2 on two emulated NPUs (gloo), against HF greedy generate."""
-    os.environ["NPU_PLATFORM_EMULATE"] = "1"
-    os.environ["NPU_PLATFORM_EMULATE_DEVICES"] = "2"
+    _select_npu(args, devices=2)
     import tiny_models
 
     model_dir = Path(args.workdir) / args.kind
@@ -497,7 +534,7 @@ def tensor_parallel(args: argparse.Namespace) -> dict:
 
 def plugin(args: argparse.Namespace) -> dict:
     """The emulated platform's registrations and the engine config it produces."""
-    os.environ["NPU_PLATFORM_EMULATE"] = "1"
+    _select_npu(args)
 
     import tiny_models
     import vllm.platforms as vllm_platforms
@@ -587,6 +624,9 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=100)
     parser.add_argument("--prefix-pass", action="store_true")
     parser.add_argument("--trace", action="store_true")
+    parser.add_argument(
+        "--real", action="store_true", help="run on the real NPU: leave emulation off"
+    )
     parser.add_argument("--reference", choices=["exact", "margins", "none"], default="exact")
     args = parser.parse_args()
     result = SCENARIOS[args.scenario](args)

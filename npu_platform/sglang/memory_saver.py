@@ -10,15 +10,22 @@ with an import redirect:
   there is an NPU; the module it hands out *is* :mod:`npu_platform.torch_memory_saver`
   (``sys.modules["torch_memory_saver"] is npu_platform.torch_memory_saver``). So an
   installed CUDA ``torch_memory_saver`` (or the sgl-kernel-npu port of it) is shadowed on
-  NPU machines only. Where ``torch_memory_saver`` or sglang's adapter module had already
-  been imported with something else, :func:`install` rebinds them.
-* Callers: the ``sglang.srt.platforms`` entry point (which sglang runs on ``import`` of
+  NPU machines only. The facade is a plain module, not a package, so
+  ``import torch_memory_saver.<submodule>`` then fails ("not a package") instead of
+  reaching the CUDA package's submodules. Where ``torch_memory_saver`` or sglang's adapter
+  module had already been imported with something else, :func:`install` rebinds them.
+* This finder is the only one in the process that answers ``torch_memory_saver``; every
+  other path calls :func:`install`, which keeps at most one instance on ``sys.meta_path``.
+  Callers: the ``sglang.srt.platforms`` entry point (which sglang runs on ``import`` of
   ``sglang.srt.utils.common``, before the adapter's own import, in every sglang process),
   the ``sglang.srt.plugins`` general plugin, ``NPUPlatform``, and the start-up hook
   (:mod:`npu_platform.patches`, for processes that never resolve sglang's platform, once it
   has detected an NPU). All calls are idempotent and cheap. ``install(defer_detection=True)``
   installs the finder without detecting anything now (no torch import); detection then runs
-  the first time something imports ``torch_memory_saver``.
+  the first time something imports ``torch_memory_saver``. :func:`find_spec` asks the
+  installed finder directly, for an import that had already walked past the front of
+  ``sys.meta_path`` when :func:`install` ran (the start-up hook decides *during* the first
+  ``import torch_memory_saver`` of a process).
 * :func:`adapter_cuda_graph_hook` fixes a call sglang cannot make otherwise: the NPU graph
   backend calls ``adapter.cuda_graph(graph, pool=..., stream=...,
   auto_dispatch_capture=True, tag=...)`` with the graph *positionally*, and
@@ -173,6 +180,21 @@ def uninstall() -> None:
 
 def installed() -> bool:
     return _finder is not None and _finder in sys.meta_path
+
+
+def find_spec(
+    fullname: str, path: Any = None, target: ModuleType | None = None
+) -> importlib.machinery.ModuleSpec | None:
+    """What the installed redirect answers for ``fullname`` (``None`` when not installed).
+
+    For an import that is already past the front of ``sys.meta_path`` when :func:`install`
+    puts the finder there: the start-up hook's finder decides during such an import and
+    hands this answer on, so the redirect itself stays in this one finder.
+    """
+    finder = _finder
+    if finder is None or finder not in sys.meta_path:
+        return None
+    return finder.find_spec(fullname, path, target)
 
 
 # ---------------------------------------------------------------------------- adapter fix

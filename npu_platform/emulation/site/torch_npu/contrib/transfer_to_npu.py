@@ -63,10 +63,7 @@ try:
 except ImportError:  # the emulated torch_npu has no torch_npu.utils: jit.script stays off
     _dynamo = _types.SimpleNamespace(use_jit_script=False)
 
-try:
-    from packaging.version import Version
-except ImportError:  # pragma: no cover - packaging is a dependency of npu_platform
-    Version = None
+from packaging.version import Version as _Version  # a dependency of npu_platform
 
 _device_constructors()
 
@@ -430,13 +427,7 @@ def _get_package_version(package_name):
 
 
 def _compare_versions(current_version, version):
-    if Version is not None:
-        return Version(current_version) >= Version(version)
-
-    def parts(v):
-        return tuple(int(p) if p.isdigit() else 0 for p in v.split(".")[:3])
-
-    return parts(current_version) >= parts(version)
+    return _Version(current_version) >= _Version(version)
 
 
 def _check_input_file_valid(file_path):
