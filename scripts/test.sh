@@ -22,7 +22,7 @@ $PY -m coverage combine -q || true
 echo
 echo "Line coverage of npu_platform, patches and entry_points (outside npu_platform/emulation),"
 echo "measured in every process the tests started:"
-$PY -m coverage report --precision=1 | tail -n 40 || true
+$PY -m coverage report --precision=1 || true
 # Repeat pytest's closing line last, so it stays the run's closing line.
 grep -E "^=+ .*(passed|failed|error).* =+$" "$log" | tail -n 1 || true
 exit "$status"

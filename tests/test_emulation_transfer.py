@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_MODULE = os.path.join(
     REPO, ".venv", "share", "npu_platform", "torch_npu", "contrib", "transfer_to_npu.py"
@@ -172,6 +174,11 @@ def test_jit_script_is_disabled_and_distributed_uses_hccl():
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap of the emulated device: autocast is not registered for npu "
+    "(README, 'The emulated NPU: what differs from hardware')",
+)
 def test_cuda_amp_autocast_runs_on_npu():
     run(
         """
@@ -187,6 +194,11 @@ def test_cuda_amp_autocast_runs_on_npu():
     )
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap of the emulated device: its generators are CPU generators "
+    "(README, 'The emulated NPU: what differs from hardware')",
+)
 def test_generator_for_cuda_is_an_npu_generator():
     run(
         """

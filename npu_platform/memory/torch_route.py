@@ -23,6 +23,7 @@ allocation is the caching allocator's choice, which can differ between torch ver
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import logging
@@ -119,6 +120,10 @@ class AllocShim:
         # Kept alive as long as the shim may call them.
         self._alloc_cb = _ALLOC_CB(self._on_alloc)
         self._free_cb = _FREE_CB(self._on_free)
+        # Tensors still alive when the interpreter shuts down are freed after Python's
+        # modules are torn down, when a callback into Python can no longer run: from then on
+        # the shim drops frees (the process's memory goes back to the system as it exits).
+        atexit.register(self.disconnect)
 
     @classmethod
     def shared(cls) -> AllocShim:
