@@ -78,6 +78,11 @@ def main() -> int:
         outputs = llm.generate(PROMPTS, params, use_tqdm=False)
         elapsed = time.perf_counter() - started
 
+        # Stop the engine-core process now. vLLM stops it when the LLM object is collected;
+        # left to interpreter exit, multiprocessing's exit hook can wait for that
+        # (non-daemonic) process before vLLM's own finalizer has told it to stop.
+        llm.llm_engine.engine_core.shutdown()
+
         generated = sum(len(o.outputs[0].token_ids) for o in outputs)
         platform = f"{type(current_platform).__module__}.{type(current_platform).__qualname__}"
         emulated = target == "emulated"
