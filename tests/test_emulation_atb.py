@@ -635,3 +635,15 @@ def test_every_unguarded_sgl_kernel_npu_and_torchair_import_of_sglang_resolves()
         check=False,
     )
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_a_remembered_mask_is_checked_again_when_its_memory_changes():
+    """The full mask check is remembered by address; memory that held a causal mask and now
+    holds another (a freed mask's memory reused, or rewritten in inference mode, where no
+    version counter tells) is checked again."""
+    with torch.inference_mode():
+        mask = causal_mask(128, torch.float16)
+        atb._check_causal_mask("_npu_flash_attention_qlens", mask)  # remembered
+        mask.zero_()  # same address, no version counter
+        with pytest.raises(UnsupportedByReference, match="mask"):
+            atb._check_causal_mask("_npu_flash_attention_qlens", mask)

@@ -55,7 +55,7 @@ import threading
 
 import torch
 
-from npu_platform.emulation.kernels import reference
+from npu_platform.emulation.kernels import mask_fingerprint, reference
 from npu_platform.spec.contract import (
     ContractError,
     check,
@@ -96,10 +96,7 @@ def check_compressed_mask(op: str, mask: torch.Tensor | None, sparse_mode: int) 
         "atten_mask",
         f"dtype must be bool, int8 or uint8, got {mask.dtype}",
     )
-    # Inference tensors (and host views of device tensors made in inference mode) carry no
-    # version counter; the address then identifies the mask on its own.
-    version = -1 if mask.is_inference() else mask._version
-    key = (mask.data_ptr(), version, str(mask.device), mask.dtype, tuple(mask.stride()))
+    key = mask_fingerprint(mask)
     if _checked_masks.get(key):
         return
     m = mask.reshape(_MASK_SIZE, _MASK_SIZE).to(device="cpu", dtype=torch.bool)
