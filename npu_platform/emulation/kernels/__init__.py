@@ -180,6 +180,28 @@ def mask_fingerprint(mask: Any) -> tuple:
     return (m.data_ptr(), str(m.device), m.dtype, tuple(m.stride()), tuple(m.shape), values)
 
 
+class CheckedMasks:
+    """Masks that passed a costly full check, remembered by :func:`mask_fingerprint` (the
+    attention kernels see the same mask on every call of every layer)."""
+
+    _LIMIT = 64
+
+    def __init__(self) -> None:
+        self._seen: set[tuple] = set()
+        self._lock = threading.Lock()
+
+    def check(self, mask: Any, full_check: Callable[[], None]) -> None:
+        """Run ``full_check()`` (it raises for a bad mask) unless ``mask`` passed before."""
+        key = mask_fingerprint(mask)
+        if key in self._seen:
+            return
+        full_check()
+        with self._lock:
+            if len(self._seen) >= self._LIMIT:
+                self._seen.clear()
+            self._seen.add(key)
+
+
 class EmulatedTorchNPU:
     """Stands in for the ``torch_npu`` module on the emulated NPU."""
 

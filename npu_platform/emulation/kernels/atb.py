@@ -61,7 +61,7 @@ from typing import Any
 
 import torch
 
-from npu_platform.emulation.kernels import NoReference, mask_fingerprint
+from npu_platform.emulation.kernels import CheckedMasks, NoReference
 from npu_platform.emulation.kernels.attention import allowed_matrix, attend
 from npu_platform.spec import contract
 from npu_platform.spec.contract import ContractError, check, unsupported
@@ -320,8 +320,7 @@ def _gather(op: str, cache: torch.Tensor, row: torch.Tensor, length: int, b: int
     return cache[ids].reshape(n_blocks * block_size, cache.shape[2], cache.shape[3])[:length]
 
 
-_mask_ok: dict[tuple, bool] = {}
-_mask_lock = threading.Lock()
+_checked_masks = CheckedMasks()
 
 
 def _check_causal_mask(op: str, mask: torch.Tensor) -> None:
@@ -334,23 +333,20 @@ def _check_causal_mask(op: str, mask: torch.Tensor) -> None:
     )
     m = mask[0] if mask.dim() == 3 else mask
     check(m.shape[0] == m.shape[1], op, "mask", f"must be square, got {tuple(mask.shape)}")
-    key = mask_fingerprint(m)
-    if _mask_ok.get(key):
-        return
-    host = _host(m)
-    upper = torch.ones(host.shape, dtype=torch.bool).triu(diagonal=1)
-    if not bool(torch.equal(host != 0, upper)):
-        unsupported(
-            op,
-            "mask",
-            mask,
-            "the causal mask: non-zero (-inf or the dtype's minimum for float16, 1 for "
-            "bfloat16) exactly above the diagonal, zero elsewhere",
-        )
-    with _mask_lock:
-        if len(_mask_ok) > 64:
-            _mask_ok.clear()
-        _mask_ok[key] = True
+
+    def full_check() -> None:
+        host = _host(m)
+        upper = torch.ones(host.shape, dtype=torch.bool).triu(diagonal=1)
+        if not bool(torch.equal(host != 0, upper)):
+            unsupported(
+                op,
+                "mask",
+                mask,
+                "the causal mask: non-zero (-inf or the dtype's minimum for float16, 1 for "
+                "bfloat16) exactly above the diagonal, zero elsewhere",
+            )
+
+    _checked_masks.check(m, full_check)
 
 
 # --------------------------------------------------------------------------- references

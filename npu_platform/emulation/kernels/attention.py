@@ -51,11 +51,9 @@ Rows that can attend to nothing produce zeros (FIA and FA fill such rows with 0 
 
 from __future__ import annotations
 
-import threading
-
 import torch
 
-from npu_platform.emulation.kernels import mask_fingerprint, reference
+from npu_platform.emulation.kernels import CheckedMasks, reference
 from npu_platform.spec.contract import (
     ContractError,
     check,
@@ -69,8 +67,7 @@ _MASK_SIZE = 2048
 _MASK_SHAPES = ((2048, 2048), (1, 2048, 2048), (1, 1, 2048, 2048))
 _MASK_DTYPES = (torch.bool, torch.int8, torch.uint8)
 
-_checked_masks: dict[tuple, bool] = {}
-_checked_lock = threading.Lock()
+_checked_masks = CheckedMasks()
 
 
 def check_compressed_mask(op: str, mask: torch.Tensor | None, sparse_mode: int) -> None:
@@ -96,22 +93,19 @@ def check_compressed_mask(op: str, mask: torch.Tensor | None, sparse_mode: int) 
         "atten_mask",
         f"dtype must be bool, int8 or uint8, got {mask.dtype}",
     )
-    key = mask_fingerprint(mask)
-    if _checked_masks.get(key):
-        return
-    m = mask.reshape(_MASK_SIZE, _MASK_SIZE).to(device="cpu", dtype=torch.bool)
-    want = torch.ones(_MASK_SIZE, _MASK_SIZE, dtype=torch.bool).triu(diagonal=1)
-    check(
-        bool(torch.equal(m, want)),
-        op,
-        "atten_mask",
-        f"sparse_mode={sparse_mode} needs exactly torch.triu(torch.ones(2048, 2048), "
-        "diagonal=1): True (1) above the diagonal means 'masked'",
-    )
-    with _checked_lock:
-        if len(_checked_masks) > 64:
-            _checked_masks.clear()
-        _checked_masks[key] = True
+
+    def full_check() -> None:
+        m = mask.reshape(_MASK_SIZE, _MASK_SIZE).to(device="cpu", dtype=torch.bool)
+        want = torch.ones(_MASK_SIZE, _MASK_SIZE, dtype=torch.bool).triu(diagonal=1)
+        check(
+            bool(torch.equal(m, want)),
+            op,
+            "atten_mask",
+            f"sparse_mode={sparse_mode} needs exactly torch.triu(torch.ones(2048, 2048), "
+            "diagonal=1): True (1) above the diagonal means 'masked'",
+        )
+
+    _checked_masks.check(mask, full_check)
 
 
 def allowed_matrix(
