@@ -18,6 +18,8 @@ from npu_platform.errors import EnvironmentProblem
 
 OP_SCHEMA_YAML = os.path.join("csrc", "aten", "npu_native_functions_by_codegen.yaml")
 ACL_RT_HEADER = os.path.join("include", "acl", "acl_rt.h")
+OP_PLUGIN_DOCS = "_op_plugin_docs.py"
+"""torch_npu's op documentation (the kernels' documented constraints, cited by spec.rules)."""
 ACL_INCLUDE_DIR = "include"
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from npu_platform.spec.rules import FIA_PROMPT_BLOCK_MULTIPLE
+
 # Tolerances: fp32 results against fp32 math; low-precision results against fp32 math on the
 # same (already rounded) inputs.
 TOL = {
@@ -44,15 +46,17 @@ def naive_attention(
     sq, n, _ = q.shape
     skv, nkv, dv = v.shape
     group = n // nkv
+    blocked = torch.zeros(sq, skv, dtype=torch.bool)  # the same for every head
+    for i in range(sq):
+        pos = i if left_up else skv - sq + i
+        for j in range(skv):
+            if (causal and j > pos) or (window is not None and j <= pos - window):
+                blocked[i, j] = True
     out = torch.zeros(sq, n, dv)
     for h in range(n):
         kh = h // group
         scores = (q[:, h].double() @ k[:, kh].double().T) * scale  # (Sq, Skv)
-        for i in range(sq):
-            pos = i if left_up else skv - sq + i
-            for j in range(skv):
-                if (causal and j > pos) or (window is not None and j <= pos - window):
-                    scores[i, j] = -math.inf
+        scores = scores.masked_fill(blocked, -math.inf)
         probs = torch.softmax(scores, dim=-1)
         probs = torch.nan_to_num(probs, nan=0.0)
         out[:, h] = (probs @ v[:, kh].double()).float()
@@ -122,8 +126,10 @@ def make_paged_batch(
     num_heads: int = 8,
     num_kv_heads: int = 2,
     head_size: int = 32,
-    block_size: int = 16,
+    block_size: int = FIA_PROMPT_BLOCK_MULTIPLE,
 ) -> PagedBatch:
+    """A mixed batch over randomly permuted paged caches. The default block size is the one
+    ``npu_fused_infer_attention_score`` documents for batches with prefills (128)."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
     q_lens, kv_lens = mixed_requests(rng, block_size)

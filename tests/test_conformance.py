@@ -73,3 +73,6 @@ def test_every_group_passes_on_the_emulated_npu():
         "vllm greedy generation on a tiny model",
     }
     assert len(by_group["sglang"]) >= 4
+    generation = next(c for c in report["checks"] if c["name"].startswith("vllm greedy"))
+    # The production configuration, not float32 with small blocks.
+    assert "bfloat16, block size 128, head size 128" in generation["detail"]

@@ -109,7 +109,8 @@ def test_no_npu_raises_environment_problem(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_real_npu_path_checks_the_contract_before_calling(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On REAL, a call torch_npu's schema refuses never reaches ``torch_npu.<op>``."""
+    """On REAL, a call torch_npu's schema or documented rules refuse never reaches
+    ``torch_npu.<op>``."""
     calls: list[str] = []
     fake = types.ModuleType("torch_npu")
     fake.npu_rms_norm = lambda *a, **k: calls.append("npu_rms_norm")
@@ -123,6 +124,8 @@ def test_real_npu_path_checks_the_contract_before_calling(monkeypatch: pytest.Mo
         ops._call("npu_rms_norm", x, w, eps=1e-6)
     with pytest.raises(ops.ContractError, match="npu_rms_norm"):
         ops._call("npu_rms_norm", x)  # gamma missing
+    with pytest.raises(ops.RuleViolation, match=r"rms_norm\.self.*_op_plugin_docs\.py line 3447"):
+        ops._call("npu_rms_norm", torch.ones(8), torch.ones(8))  # documented: 2 to 8 dims
     assert calls == []
     assert ops.op_counts() == {}
     ops._call("npu_rms_norm", x, w, epsilon=1e-6)

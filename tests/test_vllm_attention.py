@@ -15,9 +15,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-NUM_HEADS, NUM_KV_HEADS, HEAD_SIZE, BLOCK_SIZE, NUM_BLOCKS = 4, 2, 16, 16, 24
-# (query tokens this step, KV length after the step) per request.
-BATCH = [(1, 37), (12, 40), (20, 20), (1, 5), (3, 19)]
+# The production shape: GQA, head size 128, the kernel's 128-token blocks.
+NUM_HEADS, NUM_KV_HEADS, HEAD_SIZE, BLOCK_SIZE, NUM_BLOCKS = 4, 2, 128, 128, 12
+# (query tokens this step, KV length after the step) per request; some span several blocks.
+BATCH = [(1, 150), (12, 140), (20, 20), (1, 5), (3, 260)]
 
 
 @pytest.fixture
@@ -195,9 +196,11 @@ def test_layout_and_spec_declarations():
     assert spec.state_content_size_bytes == NUM_KV_HEADS * HEAD_SIZE * 2
     assert spec.page_size_bytes == _spec(torch.bfloat16).page_size_bytes
     assert NPUAttentionBackend.supported_kv_cache_layouts() == (KVCacheLayout.LHBNC,)
-    assert NPUAttentionBackend.supports_block_size(16)
-    assert not NPUAttentionBackend.supports_block_size(8)
+    assert all(NPUAttentionBackend.supports_block_size(n) for n in (128, 256, 384, 512))
+    assert not any(NPUAttentionBackend.supports_block_size(n) for n in (8, 16, 64, 640, 1024))
     assert NPUAttentionBackend.get_preferred_block_size(16) == 128
+    assert all(NPUAttentionBackend.supports_head_size(d) for d in (64, 80, 128, 256))
+    assert not any(NPUAttentionBackend.supports_head_size(d) for d in (0, 72, 320, 512))
 
 
 @pytest.mark.parametrize(

@@ -171,6 +171,12 @@ def test_emulated_platform_registrations_and_config(tmp_path):
         "device": "npu",
         "async_scheduling": False,
     }
+    sizes = result["block_sizes"]
+    assert {k: sizes[k] for k in ("128", "256", "512")} == {"128": 128, "256": 256, "512": 512}
+    for refused in ("16", "64", "640"):
+        assert f"--block-size {refused} is not supported on the NPU" in sizes[refused]
+        assert "multiple of 128 tokens, at most 512" in sizes[refused]
+        assert "_op_plugin_docs.py" in sizes[refused]
 
 
 # --------------------------------------------------------------------------- introspection

@@ -3,9 +3,13 @@
 Every public function builds the arguments of one torch_npu op and hands them to
 :func:`_call`, which binds them against torch_npu's own schema of that op
 (:mod:`npu_platform.spec`: a misspelled keyword, a missing argument or a wrong kind raises
-:class:`ContractError` before anything runs) and then calls ``torch_npu.<op>``. On the
-emulated NPU ``torch_npu`` is the emulated package, whose kernels also refuse what the
-hardware kernels refuse; the code here is the same. :func:`op_counts` counts calls per op.
+:class:`ContractError` before anything runs), checks the kernel's documented constraints
+(:mod:`npu_platform.spec.rules`: a dtype, layout, head size or block size the kernel refuses
+raises :class:`RuleViolation` citing torch_npu's documentation) and then calls
+``torch_npu.<op>``. On the emulated NPU ``torch_npu`` is the emulated package, whose kernels
+check the same rules and also refuse what the hardware kernels refuse; the code here is the
+same. :func:`op_counts` counts calls per op. ``docs/kernel-precedents.md`` lists, for each
+call, the hardware-proven framework that makes the same kind of call.
 
 Public ops (shapes use T tokens, N query heads, N_kv KV heads, D head size):
 
@@ -35,13 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 from npu_platform.errors import EnvironmentProblem
 from npu_platform.spec import contract
-from npu_platform.spec.contract import ContractError, UnsupportedByReference
+from npu_platform.spec.contract import ContractError, RuleViolation, UnsupportedByReference
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
     "ContractError",
+    "RuleViolation",
     "UnsupportedByReference",
     "add_rms_norm",
     "backend",
@@ -93,23 +98,29 @@ def backend() -> Any:
 
 
 def check_call(op: str, *args: Any, **kwargs: Any) -> str:
-    """Bind a call of torch_npu ``op`` against its schema; the overload that fits.
+    """Bind a call of torch_npu ``op`` against its schema and check the kernel's documented
+    rules (:mod:`npu_platform.spec.rules`); return the overload that fits.
 
-    Raises :class:`ContractError` naming the op and the argument when none fits.
+    Raises :class:`ContractError` naming the op and the argument when no overload fits, and
+    :class:`RuleViolation` (a ContractError citing the documentation) when the bound call
+    breaks a documented constraint of the kernel.
     """
+    from npu_platform.spec import rules
     from npu_platform.spec.schema import registry
 
     reg = registry()
     overloads = reg.overloads(op)
     if not overloads:
-        raise ContractError(f"torch_npu has no op {op!r} in its schema ({reg.source})")
+        raise ContractError(op, f"torch_npu has no op {op!r} in its schema ({reg.source})")
     first_error: ContractError | None = None
     for full in overloads:
         try:
-            contract.bind(reg.get(full), args, kwargs)
-            return full
+            bound = contract.bind(reg.get(full), args, kwargs)
         except ContractError as exc:
             first_error = first_error or exc
+            continue
+        rules.check(full, bound)
+        return full
     assert first_error is not None
     raise first_error
 
@@ -180,6 +191,17 @@ def add_rms_norm(
 # --------------------------------------------------------------------------- rotary
 
 
+def _rope_view(mode: str, tokens: int) -> tuple[int, int]:
+    """The leading dimensions that lay T tokens out as the hardware-proven users do.
+
+    'half': BSND with B = 1, S = T and cos/sin 1S1D (sglang's ``apply_rotary_pos_emb_npu``);
+    'interleave': SBND with S = T, B = 1 and cos/sin S11D (vllm-ascend's
+    ``ComplexExpRotaryEmbedding``). Both are layouts torch_npu documents for the mode; the
+    memory is the same (T, N, D) either way.
+    """
+    return (1, tokens) if mode == "half" else (tokens, 1)
+
+
 def _rope_one(
     x: torch.Tensor,
     r1: torch.Tensor,
@@ -191,7 +213,7 @@ def _rope_one(
     import torch
 
     shape = x.shape
-    x4 = x.reshape(1, shape[0], -1, head_size)  # BSND with B = 1, S = T
+    x4 = x.reshape(*_rope_view(mode, shape[0]), -1, head_size)
     if rot < head_size:
         y = _call("npu_rotary_mul", x4[..., :rot].contiguous(), r1, r2, rotary_mode=mode)
         y = torch.cat((y, x4[..., rot:]), dim=-1)
@@ -239,8 +261,8 @@ def rotary_embedding(
     else:
         mode = "interleave"
         c, s = cos.repeat_interleave(2, dim=-1), sin.repeat_interleave(2, dim=-1)
-    r1 = c.to(query.dtype).reshape(1, t, 1, rot)
-    r2 = s.to(query.dtype).reshape(1, t, 1, rot)
+    r1 = c.to(query.dtype).reshape(*_rope_view(mode, t), 1, rot)
+    r2 = s.to(query.dtype).reshape(*_rope_view(mode, t), 1, rot)
     q_out = _rope_one(query, r1, r2, mode, head_size, rot)
     k_out = None if key is None else _rope_one(key, r1, r2, mode, head_size, rot)
     return q_out, k_out

@@ -9,6 +9,8 @@ the rest. Every value is checked against its declared type. Anything wrong raise
 References use the helpers at the bottom (:func:`require_choice`, :func:`require_unset`,
 :func:`unsupported`) to refuse layouts, modes or optional inputs they do not implement; those
 raise :class:`UnsupportedByReference`, a :class:`ContractError` that lists what is accepted.
+A bound call that breaks a kernel's documented constraint (:mod:`npu_platform.spec.rules`)
+raises :class:`RuleViolation`, a :class:`ContractError` that cites the documentation.
 """
 
 from __future__ import annotations
@@ -61,6 +63,28 @@ class UnsupportedByReference(ContractError):
         if not isinstance(accepted, str):
             accepted = tuple(accepted)
         return (UnsupportedByReference, (self.op, self.argument, self.value, accepted))
+
+
+class RuleViolation(ContractError):
+    """A call the kernel's documentation rules out (the kernel would refuse it on an NPU)."""
+
+    def __init__(
+        self, op: str, argument: str, detail: str, rule: str, source: str, rule_id: str
+    ) -> None:
+        self.detail = detail
+        self.rule = rule
+        self.source = source
+        self.rule_id = rule_id
+        ContractError.__init__(
+            self,
+            op,
+            f"argument '{argument}': {detail}. Documented rule ({rule_id}): {rule} [{source}]",
+            argument,
+        )
+
+    def __reduce__(self):
+        args = (self.op, self.argument, self.detail, self.rule, self.source, self.rule_id)
+        return (RuleViolation, args)
 
 
 def _show(value: object) -> str:

@@ -42,15 +42,23 @@ from vllm.v1.attention.backend import (
 from vllm.v1.kv_cache_interface import AttentionSpec, KVCacheLayout
 
 from npu_platform import ops
+from npu_platform.spec import rules
 
 if TYPE_CHECKING:
     from vllm.config import VllmConfig
     from vllm.v1.kv_cache_interface import KVCacheSpec
 
-#: Token granularity of the fused attention kernel's paged blocks.
-KERNEL_BLOCK_ALIGNMENT = 16
-#: Head sizes npu_fused_infer_attention_score accepts (multiples of 16 up to 512).
-MAX_HEAD_SIZE = 512
+#: Paged-KV block sizes (tokens) the attention kernel takes: our calls are TND with head
+#: sizes below 512, which npu_fused_infer_attention_score serves in its prompt branch even
+#: for decode-only steps, and there a paged block is a multiple of 128 of at most 512 (the
+#: rule ``fia.paged.block_size.prompt`` in :mod:`npu_platform.spec.rules`, with its
+#: citation). 128 is also the one size vllm-ascend declares.
+KERNEL_BLOCK_MULTIPLE = rules.FIA_PROMPT_BLOCK_MULTIPLE
+MAX_KERNEL_BLOCK_SIZE = rules.FIA_MAX_BLOCK_SIZE
+#: Head sizes: multiples of 16 (``fia.head_dim``); at most 256, because D = 512 takes the
+#: kernel's other TND branch, which no hardware-proven user runs (vllm-ascend routes such
+#: heads away from this kernel; see docs/kernel-precedents.md).
+MAX_HEAD_SIZE = 256
 
 _build_lock = threading.Lock()
 _build_count = 0
@@ -97,7 +105,13 @@ class NPUAttentionBackend(AttentionBackend):
     def get_supported_kernel_block_sizes(
         kv_cache_spec: KVCacheSpec | None = None,
     ) -> list[int | MultipleOf]:
-        return [MultipleOf(KERNEL_BLOCK_ALIGNMENT)]
+        return [MultipleOf(KERNEL_BLOCK_MULTIPLE)]
+
+    @classmethod
+    def supports_block_size(cls, block_size: int | None) -> bool:
+        if block_size is None:
+            return True
+        return 0 < block_size <= MAX_KERNEL_BLOCK_SIZE and block_size % KERNEL_BLOCK_MULTIPLE == 0
 
     @classmethod
     def get_preferred_block_size(cls, default_block_size: int) -> int:

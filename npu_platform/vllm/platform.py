@@ -45,9 +45,27 @@ WORKER_CLS = "npu_platform.vllm.worker.NPUWorker"
 COMMUNICATOR_CLS = (
     "vllm.distributed.device_communicators.base_device_communicator.DeviceCommunicatorBase"
 )
-#: Default KV-cache block size (tokens) when the user did not choose one. The fused
-#: attention kernel wants multiples of 16; 128 is what it is tuned for.
+#: Default KV-cache block size (tokens) when the user did not choose one: the size the
+#: fused attention kernel is documented and proven with (see ``attention.py``).
 DEFAULT_BLOCK_SIZE = 128
+
+
+def check_block_size(block_size: int) -> None:
+    """Refuse, at start-up, a KV-cache block size the NPU attention kernel rejects."""
+    from npu_platform.vllm.attention import (
+        KERNEL_BLOCK_MULTIPLE,
+        MAX_KERNEL_BLOCK_SIZE,
+        NPUAttentionBackend,
+    )
+
+    if not NPUAttentionBackend.supports_block_size(block_size):
+        raise ValueError(
+            f"--block-size {block_size} is not supported on the NPU: "
+            "npu_fused_infer_attention_score pages the KV cache in blocks of a multiple of "
+            f"{KERNEL_BLOCK_MULTIPLE} tokens, at most {MAX_KERNEL_BLOCK_SIZE} (torch_npu "
+            f"_op_plugin_docs.py, page attention). Use --block-size {DEFAULT_BLOCK_SIZE} "
+            "(the default) or leave it unset."
+        )
 
 
 class NPUPlatform(Platform):
@@ -332,11 +350,8 @@ class NPUPlatform(Platform):
         if cache_config is not None:
             if not cache_config.user_specified_block_size:
                 cache_config.block_size = DEFAULT_BLOCK_SIZE
-            elif cache_config.block_size % 16 != 0:
-                raise ValueError(
-                    f"--block-size {cache_config.block_size} is not supported on the NPU: "
-                    "the fused attention kernel needs a multiple of 16."
-                )
+            else:
+                check_block_size(cache_config.block_size)
 
         # The output copy runs on the main stream; no async scheduling overlap.
         scheduler = vllm_config.scheduler_config

@@ -35,6 +35,7 @@ __all__ = [
     "VOCAB_SIZE",
     "build_model",
     "build_tokenizer",
+    "greedy_agreement",
     "load_tokenizer",
     "prompts",
     "weight_bytes",
@@ -174,6 +175,64 @@ def hf_greedy(
         )
         out.append(gen[0, len(ids) :].tolist())
     return out
+
+
+def greedy_agreement(
+    model_dir: str | Path,
+    prompts: list[list[int]],
+    got: list[list[int]],
+    ref: list[list[int]],
+    dtype: str,
+) -> dict[str, Any]:
+    """Whether ``got`` (vLLM's greedy tokens) equals ``ref`` (Hugging Face's, same dtype)
+    token for token up to the first near-tie.
+
+    In float32 the two must be equal. In a 16-bit dtype, two correct implementations round
+    differently (fused kernels, accumulation order), and where the best two tokens are
+    closer than that rounding, either is a right answer and the continuations part. So at
+    the first position ``p`` where a sequence differs, the reference model scores the common
+    prefix twice, in ``dtype`` and in float32; the dtype's own rounding error at ``p`` is
+    ``noise = max |logits_dtype - logits_float32|`` over the vocabulary, and the difference is
+    a near-tie when the two chosen tokens' dtype logits differ by at most ``2 * noise`` (twice:
+    each implementation may be off by that much). Anything farther apart is a wrong token.
+    Tokens after ``p`` are not compared.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    def load(name: str) -> Any:
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=getattr(torch, name))
+
+    models: dict[str, Any] = {}
+    sequences = []
+    compared = total = 0
+    for ids, mine, theirs in zip(prompts, got, ref, strict=True):
+        total += len(theirs)
+        p = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), None)
+        if p is None:
+            equal = len(mine) == len(theirs)
+            compared += len(theirs) if equal else min(len(mine), len(theirs))
+            sequences.append({"equal": equal, "diverged_at": None, "tie": None})
+            continue
+        compared += p
+        entry: dict[str, Any] = {"equal": False, "diverged_at": p, "tie": False}
+        if dtype != "float32":
+            for name in (dtype, "float32"):
+                models.setdefault(name, load(name))
+            seq = torch.tensor([ids + theirs[:p]])
+            with torch.no_grad():
+                low = models[dtype](seq).logits[0, -1].float()
+                high = models["float32"](seq).logits[0, -1].float()
+            noise = float((low - high).abs().max())
+            gap = abs(float(low[theirs[p]] - low[mine[p]]))
+            entry.update(gap=gap, noise=noise, tie=gap <= 2 * noise)
+        sequences.append(entry)
+    return {
+        "sequences": sequences,
+        "compared": compared,
+        "total": total,
+        "ok": all(s["equal"] or s["tie"] for s in sequences),
+    }
 
 
 def prompts(count: int = 8, seed: int = 0, min_len: int = 3, max_len: int = 40) -> list[str]:

@@ -20,7 +20,10 @@ it does. Optional parameters followed by required ones must be passed (``None`` 
 other op of the header, which binds and then raises
 :class:`~npu_platform.emulation.kernels.NoReference`.
 
-Facts the references implement (torch_npu/ATB documentation and tests, sglang 0.5.23's use):
+Before a reference runs, the call is checked against the ATB operators' documented
+constraints (dtypes, layouts, heads, head and block sizes; :mod:`npu_platform.spec.rules`),
+the same rules :func:`npu_platform.ops.check_call` applies. Facts the references implement
+(torch_npu/ATB documentation and tests, sglang 0.5.23's use):
 
 * KV caches are ND, ``(num_blocks, block_size, num_kv_heads, head_dim)`` (``head_dim`` of
   the value cache may differ); the NZ layout is not emulated. Slot ``s`` is block
@@ -52,7 +55,6 @@ of their memory (no copies).
 from __future__ import annotations
 
 import functools
-import math
 import os
 import re
 import threading
@@ -61,9 +63,9 @@ from typing import Any
 
 import torch
 
-from npu_platform.emulation.kernels import CheckedMasks, NoReference
+from npu_platform.emulation.kernels import CheckedMasks, NoReference, host_view
 from npu_platform.emulation.kernels.attention import allowed_matrix, attend
-from npu_platform.spec import contract
+from npu_platform.spec import contract, rules
 from npu_platform.spec.contract import ContractError, check, unsupported
 from npu_platform.spec.schema import OpSchema, SchemaError, parse_schema
 
@@ -226,24 +228,6 @@ def _check_dtype(op: str, name: str, t: torch.Tensor, allowed=_ATTN_DTYPES) -> N
     )
 
 
-def _check_cache(op: str, name: str, cache: torch.Tensor, kv_heads: int | None = None) -> None:
-    check(
-        cache.dim() == 4,
-        op,
-        name,
-        f"must be an ND cache (num_blocks, block_size, num_kv_heads, head_dim), got shape "
-        f"{tuple(cache.shape)} (the NZ layout is not emulated)",
-    )
-    if kv_heads is not None:
-        check(
-            cache.shape[2] == kv_heads,
-            op,
-            name,
-            f"has {cache.shape[2]} KV heads (dim 2 of {tuple(cache.shape)}) but "
-            f"num_kv_heads={kv_heads}",
-        )
-
-
 def _check_heads(op: str, num_heads: int, num_kv_heads: int) -> None:
     check(num_heads > 0, op, "num_heads", f"must be positive, got {num_heads}")
     check(
@@ -273,27 +257,6 @@ def _lengths(op: str, name: str, t: torch.Tensor, batch: int | None = None) -> l
     for i, v in enumerate(values):
         check(v >= 0, op, name, f"element {i} = {v} is negative")
     return values
-
-
-def _check_block_table(op: str, table: torch.Tensor, batch: int) -> None:
-    check(
-        table.dim() == 2,
-        op,
-        "block_table",
-        f"must be 2-D (batch, max_blocks), got {tuple(table.shape)}",
-    )
-    check(
-        table.dtype == torch.int32,
-        op,
-        "block_table",
-        f"dtype must be int32, got {table.dtype}",
-    )
-    check(
-        table.shape[0] >= batch,
-        op,
-        "block_table",
-        f"has {table.shape[0]} rows but the batch has {batch} requests",
-    )
 
 
 def _gather(op: str, cache: torch.Tensor, row: torch.Tensor, length: int, b: int) -> torch.Tensor:
@@ -359,52 +322,7 @@ def _npu_reshape_and_cache(
     value_cache: torch.Tensor,
     slot_indices: torch.Tensor,
 ) -> None:
-    op = "_npu_reshape_and_cache"
-    for name, t in (("key", key), ("value", value)):
-        check(
-            t.dim() == 3,
-            op,
-            name,
-            f"must be (num_tokens, num_kv_heads, head_dim), got {tuple(t.shape)}",
-        )
-    _check_cache(op, "key_cache", key_cache)
-    _check_cache(op, "value_cache", value_cache)
-    check(
-        tuple(key_cache.shape[2:]) == tuple(key.shape[1:]),
-        op,
-        "key_cache",
-        f"heads/head_dim {tuple(key_cache.shape[2:])} must match key's {tuple(key.shape[1:])}",
-    )
-    check(
-        tuple(value_cache.shape[2:]) == tuple(value.shape[1:]),
-        op,
-        "value_cache",
-        f"heads/head_dim {tuple(value_cache.shape[2:])} must match value's "
-        f"{tuple(value.shape[1:])}",
-    )
-    check(
-        tuple(key_cache.shape[:2]) == tuple(value_cache.shape[:2]),
-        op,
-        "value_cache",
-        f"(num_blocks, block_size) {tuple(value_cache.shape[:2])} must equal key_cache's "
-        f"{tuple(key_cache.shape[:2])}",
-    )
-    _check_dtype(op, "key", key, (*_ATTN_DTYPES, torch.int8))
-    for name, t in (("value", value), ("key_cache", key_cache), ("value_cache", value_cache)):
-        check(t.dtype == key.dtype, op, name, f"dtype {t.dtype} must equal key's {key.dtype}")
-    check(
-        slot_indices.dim() == 1 and slot_indices.shape[0] == key.shape[0],
-        op,
-        "slot_indices",
-        f"must be 1-D with one slot per token ({key.shape[0]}), got {tuple(slot_indices.shape)}",
-    )
-    check(
-        slot_indices.dtype == torch.int32,
-        op,
-        "slot_indices",
-        f"dtype must be int32, got {slot_indices.dtype}",
-    )
-    check(value.shape[0] == key.shape[0], op, "value", "must have as many tokens as key")
+    op = "_npu_reshape_and_cache"  # shapes and dtypes are documented rules
     num_blocks, block_size = key_cache.shape[:2]
     slots = _host(slot_indices).to(torch.int64)
     keep = slots >= 0
@@ -436,43 +354,15 @@ def _npu_paged_attention(
     out: torch.Tensor,
     workspace: torch.Tensor | None = None,
 ) -> None:
-    op = "_npu_paged_attention"
+    op = "_npu_paged_attention"  # dtypes, heads, head and block sizes are documented rules
     del workspace  # a scratch buffer for the kernel; results do not depend on it
-    _check_heads(op, num_heads, num_kv_heads)
-    check(
-        query.dim() == 3 and query.shape[1] == num_heads,
-        op,
-        "query",
-        f"must be (num_tokens, num_heads={num_heads}, head_dim), got {tuple(query.shape)}",
-    )
-    _check_dtype(op, "query", query)
-    _check_cache(op, "key_cache", key_cache, num_kv_heads)
-    _check_cache(op, "value_cache", value_cache, num_kv_heads)
-    for name, t in (("key_cache", key_cache), ("value_cache", value_cache)):
-        check(t.dtype == query.dtype, op, name, f"dtype {t.dtype} must equal query's {query.dtype}")
-    check(
-        key_cache.shape[3] == query.shape[2],
-        op,
-        "key_cache",
-        f"head_dim {key_cache.shape[3]} must equal query's {query.shape[2]}",
-    )
     check(
         tuple(value_cache.shape[:2]) == tuple(key_cache.shape[:2]),
         op,
         "value_cache",
         "must have the key cache's (num_blocks, block_size)",
     )
-    batch = query.shape[0]
-    dv = value_cache.shape[3]
-    check(
-        tuple(out.shape) == (batch, num_heads, dv) and out.dtype == query.dtype,
-        op,
-        "out",
-        f"must be ({batch}, {num_heads}, {dv}) of dtype {query.dtype}, got "
-        f"{tuple(out.shape)} {out.dtype}",
-    )
-    lens = _lengths(op, "context_lens", context_lens, batch)
-    _check_block_table(op, block_table, batch)
+    lens = _lengths(op, "context_lens", context_lens, query.shape[0])
     q, kc, vc, table, o = (_host(t) for t in (query, key_cache, value_cache, block_table, out))
     for b, length in enumerate(lens):
         k = _gather(op, kc, table[b], length, b)
@@ -494,28 +384,12 @@ def _npu_flash_attention_qlens(
     scale_value: float,
     out: torch.Tensor,
 ) -> None:
-    op = "_npu_flash_attention_qlens"
-    _check_heads(op, num_heads, num_kv_heads)
-    _check_cache(op, "key_cache", key_cache, num_kv_heads)
-    _check_cache(op, "value_cache", value_cache, num_kv_heads)
-    _check_dtype(op, "query", query)
-    for name, t in (("key_cache", key_cache), ("value_cache", value_cache), ("out", out)):
-        check(t.dtype == query.dtype, op, name, f"dtype {t.dtype} must equal query's {query.dtype}")
+    op = "_npu_flash_attention_qlens"  # dtypes, layouts, heads, sizes are documented rules
+    if key_cache.dim() == 3:  # (num_blocks, block_size, num_kv_heads * head_dim)
+        shape = (*key_cache.shape[:2], num_kv_heads, -1)
+        key_cache, value_cache = key_cache.view(shape), value_cache.view(shape)
     d, dv = key_cache.shape[3], value_cache.shape[3]
-    check(
-        tuple(value_cache.shape[:2]) == tuple(key_cache.shape[:2]),
-        op,
-        "value_cache",
-        "must have the key cache's (num_blocks, block_size)",
-    )
-    total = query.shape[0] if query.dim() > 0 else 0
-    check(
-        query.dim() in (2, 3) and math.prod(query.shape[1:]) == num_heads * d,
-        op,
-        "query",
-        f"must be (num_tokens, num_heads * head_dim = {num_heads * d}) or (num_tokens, "
-        f"{num_heads}, {d}), got {tuple(query.shape)}",
-    )
+    total = query.shape[0]
     check(
         out.dim() in (2, 3) and out.shape[0] == total and out.numel() == total * num_heads * dv,
         op,
@@ -523,15 +397,13 @@ def _npu_flash_attention_qlens(
         f"must hold ({total}, {num_heads} * {dv}) values, got {tuple(out.shape)}",
     )
     q_lens = _lengths(op, "seq_len", seq_len)
-    batch = len(q_lens)
-    kv_lens = _lengths(op, "context_lens", context_lens, batch)
+    kv_lens = _lengths(op, "context_lens", context_lens, len(q_lens))
     check(
         sum(q_lens) == total,
         op,
         "seq_len",
         f"query lengths sum to {sum(q_lens)} but query has {total} tokens",
     )
-    _check_block_table(op, block_table, batch)
     _check_causal_mask(op, mask)
     q = _host(query).reshape(total, num_heads, d)
     o = _host(out)
@@ -646,6 +518,7 @@ class AtbOp:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         bound = contract.bind(self.schema(), args, kwargs)
+        rules.check(self.__name__, bound, host=host_view)
         if self._reference is None:
             raise NoReference(
                 f"no reference implementation for the ATB op torch_npu.{self.__name__} in "

@@ -37,13 +37,12 @@ matrix is computed whatever ``sparse_mode`` says (documented). Returns
 float32 of shape (B, N, Sq, 8) — (T, N, 8) for TND — each value repeated 8 times, softmax_out
 an empty tensor and seed = offset = numels = 0 (meta kernel shapes).
 
-Where the FIA documentation contradicts itself the reference takes the reading vLLM needs
-and the rest of the text supports: the ``input_layout`` paragraph says TND does "not support
-page attention", while the paged-attention constraints describe TND's cache layouts and its
-per-request ``actual_seq_lengths_kv``; block_size is checked against the looser rule (a
-multiple of 16 up to 512), not the "multiple of 128" one stated for Q_S > 1; and
-pre/next_tokens are applied to single-token requests too (the docs call them "invalid when
-Q_S is 1"), so a sliding window also limits decodes.
+The documented constraints of both ops (dtypes, layouts, heads, lengths, block sizes, mask
+shapes) are rules in :mod:`npu_platform.spec.rules`, checked before a reference runs; the
+references check what they need to compute (block ids, the mask's content) and refuse what
+they do not implement. Where the FIA documentation contradicts itself, see that module. One
+reading is the reference's own: pre/next_tokens are applied to single-token requests too
+(the docs call them "invalid when Q_S is 1"), so a sliding window also limits decodes here.
 
 Rows that can attend to nothing produce zeros (FIA and FA fill such rows with 0 when the
 "invalid row" correction is on).
@@ -55,7 +54,6 @@ import torch
 
 from npu_platform.emulation.kernels import CheckedMasks, reference
 from npu_platform.spec.contract import (
-    ContractError,
     check,
     require_choice,
     require_unset,
@@ -64,35 +62,16 @@ from npu_platform.spec.contract import (
 
 INT_MAX = 2147483647
 _MASK_SIZE = 2048
-_MASK_SHAPES = ((2048, 2048), (1, 2048, 2048), (1, 1, 2048, 2048))
-_MASK_DTYPES = (torch.bool, torch.int8, torch.uint8)
 
 _checked_masks = CheckedMasks()
 
 
-def check_compressed_mask(op: str, mask: torch.Tensor | None, sparse_mode: int) -> None:
-    """The 2048x2048 strictly-upper-triangular mask sparse modes 2, 3 and 4 require."""
-    check(
-        mask is not None,
-        op,
-        "atten_mask",
-        f"sparse_mode={sparse_mode} needs atten_mask = torch.triu(torch.ones(2048, 2048), "
-        "diagonal=1) (bool, int8 or uint8)",
-    )
-    assert mask is not None
-    check(
-        tuple(mask.shape) in _MASK_SHAPES,
-        op,
-        "atten_mask",
-        f"sparse_mode={sparse_mode} needs the compressed (2048, 2048) mask, got shape "
-        f"{tuple(mask.shape)}",
-    )
-    check(
-        mask.dtype in _MASK_DTYPES,
-        op,
-        "atten_mask",
-        f"dtype must be bool, int8 or uint8, got {mask.dtype}",
-    )
+def check_compressed_mask(op: str, mask: torch.Tensor, sparse_mode: int) -> None:
+    """The compressed mask's content: exactly ``torch.triu(ones(2048, 2048), diagonal=1)``.
+
+    Its presence, shape and dtype are documented rules (:mod:`npu_platform.spec.rules`),
+    checked before the reference runs; the kernel trusts the content ("需要用户保证").
+    """
 
     def full_check() -> None:
         m = mask.reshape(_MASK_SIZE, _MASK_SIZE).to(device="cpu", dtype=torch.bool)
@@ -158,31 +137,6 @@ def attend(
     return out, row_max.transpose(0, 1), row_sum.transpose(0, 1)
 
 
-def _ints(op: str, name: str, values: list[int] | None, *, required_for: str) -> list[int]:
-    check(values is not None, op, name, f"is required {required_for}")
-    assert values is not None
-    return list(values)
-
-
-def _check_cumulative(op: str, name: str, values: list[int], total: int, what: str) -> None:
-    prev = 0
-    for i, v in enumerate(values):
-        check(
-            v >= prev,
-            op,
-            name,
-            f"must be cumulative ({what}: each element the running total up to that request), "
-            f"but element {i} = {v} is smaller than the previous {prev}",
-        )
-        prev = v
-    check(
-        not values or values[-1] <= total,
-        op,
-        name,
-        f"last element {values[-1] if values else 0} exceeds the {total} tokens given",
-    )
-
-
 # --------------------------------------------------------------------------- FIA
 
 _FIA_UNSET = (
@@ -228,79 +182,23 @@ def _fia_mask_kind(op: str, a: dict) -> str:
     return "band"
 
 
-def _paged_kv(op: str, a: dict, batch: int, kv_heads: int, d: int):
-    """Per-request (k, v) gathered from the paged caches."""
+def _paged_kv(op: str, a: dict, kv_heads: int, d: int):
+    """Per-request (k, v) gathered from the paged caches.
+
+    The table's dtype and shape, the block size, the cache layout and the KV lengths are
+    documented rules, checked before the reference runs; the block ids are device data the
+    kernel does not validate (torch_npu docs), so they are checked here.
+    """
     key, value, table, block_size = a["key"], a["value"], a["block_table"], a["block_size"]
-    check(
-        table.dim() == 2,
-        op,
-        "block_table",
-        f"must be 2-D (batch, max_blocks), got {tuple(table.shape)}",
-    )
-    check(
-        table.dtype == torch.int32,
-        op,
-        "block_table",
-        f"dtype must be int32 (torch_npu docs), got {table.dtype}",
-    )
-    check(
-        table.shape[0] == batch,
-        op,
-        "block_table",
-        f"first dimension {table.shape[0]} must equal the batch size {batch} "
-        "(the length of actual_seq_lengths)",
-    )
-    check(
-        block_size > 0 and block_size % 16 == 0 and block_size <= 512,
-        op,
-        "block_size",
-        f"must be a positive multiple of 16 up to 512 with paged attention, got {block_size}",
-    )
-    check(key.shape == value.shape, op, "value", "key and value caches must have the same shape")
-    if key.dim() == 3:
-        check(
-            tuple(key.shape[1:]) == (block_size, kv_heads * d),
-            op,
-            "key",
-            f"paged cache shape {tuple(key.shape)} must be (num_blocks, {block_size}, "
-            f"{kv_heads * d}) = (num_blocks, block_size, num_key_value_heads * D)",
-        )
+    if key.dim() == 3:  # (num_blocks, block_size, N_kv * D)
         k_blocks = key.view(key.shape[0], block_size, kv_heads, d)
         v_blocks = value.view(value.shape[0], block_size, kv_heads, d)
-    elif key.dim() == 4:
-        check(
-            tuple(key.shape[1:]) == (kv_heads, block_size, d),
-            op,
-            "key",
-            f"paged cache shape {tuple(key.shape)} must be (num_blocks, {kv_heads}, "
-            f"{block_size}, {d})",
-        )
+    else:  # (num_blocks, N_kv, block_size, D)
         k_blocks = key.transpose(1, 2)
         v_blocks = value.transpose(1, 2)
-    else:
-        raise ContractError(
-            op, f"argument 'key': paged cache must be 3-D or 4-D, got {tuple(key.shape)}", "key"
-        )
-    kv_lens = _ints(
-        op, "actual_seq_lengths_kv", a["actual_seq_lengths_kv"], required_for="with block_table"
-    )
-    check(
-        len(kv_lens) == batch,
-        op,
-        "actual_seq_lengths_kv",
-        f"must hold one KV length per request ({batch}), got {len(kv_lens)}",
-    )
-    capacity = table.shape[1] * block_size
     num_blocks = key.shape[0]
     out = []
-    for b, kv_len in enumerate(kv_lens):
-        check(
-            0 <= kv_len <= capacity,
-            op,
-            "actual_seq_lengths_kv",
-            f"element {b} = {kv_len} must lie in [0, {capacity}] (block_table.shape[1] * "
-            "block_size); with block_table it is each request's own KV length, not cumulative",
-        )
+    for b, kv_len in enumerate(a["actual_seq_lengths_kv"]):
         n_blocks = -(-kv_len // block_size)
         ids = table[b, :n_blocks].to(device=key.device, dtype=torch.int64)
         if n_blocks:
@@ -324,46 +222,23 @@ def npu_fused_infer_attention_score(**a):
     require_choice(op, a, "input_layout", ("TND",))
     for name in ("antiquant_mode", "key_antiquant_mode", "value_antiquant_mode"):
         require_choice(op, a, name, (0,))
-    check(a["inner_precise"] in (0, 1, 2, 3), op, "inner_precise", "must be 0, 1, 2 or 3")
     query, key, value = a["query"], a["key"], a["value"]
     if query.dtype == torch.int8:
         unsupported(op, "query", query, "float16 or bfloat16 query (int8 is not emulated)")
-    check(
-        query.dtype in (torch.float16, torch.bfloat16),
-        op,
-        "query",
-        f"dtype {query.dtype} is not supported by npu_fused_infer_attention_score "
-        "(torch_npu docs: float16, bfloat16, int8)",
-    )
-    for name, t in (("query", query), ("key", key), ("value", value)):
+    for name, t in (("key", key), ("value", value)):
+        if t.dtype in (torch.int8, torch.int32):
+            unsupported(op, name, t, "float16/bfloat16 KV (int8/int4 antiquant is not emulated)")
         check(t.dtype == query.dtype, op, name, f"dtype {t.dtype} must equal query's {query.dtype}")
-        check(t.is_contiguous(), op, name, "must be contiguous (torch_npu docs)")
-    check(
-        query.dim() == 3,
-        op,
-        "query",
-        f"must be (T, N, D) for input_layout='TND', got {tuple(query.shape)}",
-    )
+    # query's shape, the heads, the lengths and the cache layout are documented rules,
+    # checked before the reference runs (npu_platform.spec.rules)
     total, n, d = query.shape
-    num_heads = a["num_heads"]
-    check(num_heads == n, op, "num_heads", f"{num_heads} must equal query's head count {n}")
-    kv_heads = a["num_key_value_heads"] or num_heads
-    check(
-        kv_heads > 0 and num_heads % kv_heads == 0 and num_heads // kv_heads <= 64,
-        op,
-        "num_key_value_heads",
-        f"{kv_heads} must divide num_heads={num_heads} with a ratio of at most 64",
-    )
-    q_ends = _ints(
-        op, "actual_seq_lengths", a["actual_seq_lengths"], required_for="with input_layout='TND'"
-    )
-    _check_cumulative(op, "actual_seq_lengths", q_ends, total, "query end offsets")
-    batch = len(q_ends)
+    kv_heads = a["num_key_value_heads"] or a["num_heads"]
+    q_ends = list(a["actual_seq_lengths"])
     kind = _fia_mask_kind(op, a)
     pre, nxt = a["pre_tokens"], a["next_tokens"]
 
     if a["block_table"] is not None:
-        kv = _paged_kv(op, a, batch, kv_heads, d)
+        kv = _paged_kv(op, a, kv_heads, d)
         dv = d
     else:
         check(
@@ -378,15 +253,7 @@ def npu_fused_infer_attention_score(**a):
             "key",
             f"shape {tuple(key.shape)} must be (T_kv, {kv_heads}, {d})",
         )
-        check(key.shape[0] == value.shape[0], op, "value", "must have as many tokens as key")
-        kv_ends = _ints(
-            op,
-            "actual_seq_lengths_kv",
-            a["actual_seq_lengths_kv"],
-            required_for="with input_layout='TND'",
-        )
-        check(len(kv_ends) == batch, op, "actual_seq_lengths_kv", f"must have {batch} elements")
-        _check_cumulative(op, "actual_seq_lengths_kv", kv_ends, key.shape[0], "KV end offsets")
+        kv_ends = list(a["actual_seq_lengths_kv"])
         starts = [0, *kv_ends[:-1]]
         kv = [(key[s:e], value[s:e]) for s, e in zip(starts, kv_ends, strict=True)]
         dv = value.shape[2]
@@ -426,24 +293,10 @@ def npu_fused_infer_attention_score(**a):
 def _fa_split(op: str, a: dict):
     """Per-batch (q (Sq,N,D), k (Skv,Nkv,D), v (Skv,Nkv,Dv)) and a function packing outputs."""
     q, k, v, layout, n = a["query"], a["key"], a["value"], a["input_layout"], a["head_num"]
-    rank = 3 if layout in ("BSH", "SBH", "TND") else 4
-    for name, t in (("query", q), ("key", k), ("value", v)):
-        check(
-            t.dim() == rank,
-            op,
-            name,
-            f"must be {rank}-D for input_layout='{layout}', got {tuple(t.shape)}",
-        )
+    # ranks, heads and head dims are documented rules, checked before the reference runs
     if layout in ("BSH", "SBH"):
-        check(
-            q.shape[2] % n == 0, op, "head_num", f"{n} must divide query's hidden size {q.shape[2]}"
-        )
         d = q.shape[2] // n
-        check(
-            k.shape[2] % d == 0, op, "key", f"hidden size {k.shape[2]} must be a multiple of D={d}"
-        )
         nkv = k.shape[2] // d
-        check(v.shape[2] % nkv == 0, op, "value", f"hidden size must be a multiple of N_kv={nkv}")
         if layout == "SBH":
             q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
         q = q.reshape(q.shape[0], q.shape[1], n, d)
@@ -453,37 +306,9 @@ def _fa_split(op: str, a: dict):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     # now BSND-like (B, S, N, D), or TND
     head_dim = 2 if layout != "TND" else 1
-    check(
-        q.shape[head_dim] == n,
-        op,
-        "head_num",
-        f"{n} must equal query's head count {q.shape[head_dim]}",
-    )
-    nkv = k.shape[head_dim]
-    check(
-        nkv > 0 and n % nkv == 0,
-        op,
-        "key",
-        f"key head count {nkv} must divide head_num={n}",
-    )
-    check(v.shape[head_dim] == nkv, op, "value", "must have as many heads as key")
-    check(q.shape[-1] == k.shape[-1], op, "key", "head dimension must equal query's")
-    check(
-        k.shape[-1] >= v.shape[-1], op, "value", "head dimension must not exceed key's (Dk >= Dv)"
-    )
+    check(v.shape[head_dim] == k.shape[head_dim], op, "value", "must have as many heads as key")
     if layout == "TND":
-        q_ends = _ints(
-            op, "actual_seq_qlen", a["actual_seq_qlen"], required_for="with input_layout='TND'"
-        )
-        kv_ends = _ints(
-            op, "actual_seq_kvlen", a["actual_seq_kvlen"], required_for="with input_layout='TND'"
-        )
-        check(
-            len(q_ends) == len(kv_ends),
-            op,
-            "actual_seq_kvlen",
-            "must have as many elements as actual_seq_qlen",
-        )
+        q_ends, kv_ends = list(a["actual_seq_qlen"]), list(a["actual_seq_kvlen"])
         # trailing zeros in both lists mark batches that take no part (documented)
         used = len(q_ends)
         while used > 1 and q_ends[used - 1] == 0 and kv_ends[used - 1] == 0:
@@ -491,8 +316,6 @@ def _fa_split(op: str, a: dict):
         if used < len(q_ends) and q_ends[used - 1] == 0 and kv_ends[used - 1] == 0:
             used = len(q_ends)  # all zeros: nothing is left out, every batch is empty
         q_ends, kv_ends = q_ends[:used], kv_ends[:used]
-        _check_cumulative(op, "actual_seq_qlen", q_ends, q.shape[0], "query end offsets")
-        _check_cumulative(op, "actual_seq_kvlen", kv_ends, k.shape[0], "KV end offsets")
         qs, ks = [0, *q_ends[:-1]], [0, *kv_ends[:-1]]
         parts = [
             (q[a0:a1], k[b0:b1], v[b0:b1])
@@ -525,12 +348,6 @@ def _fa_mask(op: str, a: dict, batch: int, n: int) -> tuple[str, torch.Tensor | 
         unsupported(
             op, "pre_tockens", a["pre_tockens"], "the defaults with sparse_mode=0 and a full mask"
         )
-    check(
-        mask.dtype in (torch.bool, torch.uint8),
-        op,
-        "atten_mask",
-        f"dtype must be bool or uint8, got {mask.dtype}",
-    )
     return "full", mask
 
 
@@ -538,22 +355,10 @@ def _fa_mask(op: str, a: dict, batch: int, n: int) -> tuple[str, torch.Tensor | 
 def npu_fusion_attention(**a):
     op = "npu_fusion_attention"
     require_unset(op, a, ("pse", "padding_mask", "prefix", "sink", "dropout_mask"))
-    require_choice(op, a, "input_layout", ("BSH", "SBH", "BSND", "BNSD", "TND"))
     if a["keep_prob"] != 1.0:
         unsupported(op, "keep_prob", a["keep_prob"], "1.0 (dropout is not emulated)")
-    layout = a["input_layout"]
-    require_choice(op, a, "softmax_layout", ("", "TND") if layout == "TND" else ("",))
-    query = a["query"]
-    check(
-        query.dtype in (torch.float16, torch.bfloat16, torch.float32),
-        op,
-        "query",
-        f"dtype must be float16, bfloat16 or float32, got {query.dtype}",
-    )
-    for name in ("key", "value"):
-        check(a[name].dtype == query.dtype, op, name, f"dtype must equal query's {query.dtype}")
-    n = a["head_num"]
-    check(n > 0, op, "head_num", f"must be positive, got {n}")
+    # layout, dtypes, heads and lengths are documented rules, checked before the reference
+    layout, query, n = a["input_layout"], a["query"], a["head_num"]
     parts, q_ends = _fa_split(op, a)
     kind, full_mask = _fa_mask(op, a, len(parts), n)
     pre, nxt = a["pre_tockens"], a["next_tockens"]

@@ -2,9 +2,11 @@
 
 Each reference follows torch_npu's own documentation (``torch_npu/_op_plugin_docs.py``) and
 output shapes (``op_plugin/meta/_meta_registrations.py``). Arithmetic is done in float32 and
-cast back to the input dtype, as the NPU kernels do. Constraints the documentation states
-(dtypes that must agree, shapes, value ranges) are checked and raise
-:class:`~npu_platform.spec.contract.ContractError`; documented features we do not emulate raise
+cast back to the input dtype, as the NPU kernels do. The documented constraints (dtypes,
+ranks, shapes) are rules (:mod:`npu_platform.spec.rules`) checked before a reference runs;
+the references check what they need beyond those (values of device data, dtypes that must
+agree for the arithmetic) and raise :class:`~npu_platform.spec.contract.ContractError`;
+documented features we do not emulate raise
 :class:`~npu_platform.spec.contract.UnsupportedByReference`.
 
 KV-cache write: ``npu_scatter_pa_kv_cache``
@@ -60,16 +62,8 @@ def _same_dtype(op: str, names: tuple[str, ...], *tensors: torch.Tensor) -> None
 # --------------------------------------------------------------------------- RMS norm
 
 
-def _rms_norm(op: str, x: torch.Tensor, gamma: torch.Tensor, epsilon: float, x_name: str):
-    _dtype_in(op, x_name, x, _FLOATS)
-    _same_dtype(op, (x_name, "gamma"), x, gamma)
-    check(
-        1 <= gamma.dim() <= x.dim() and tuple(x.shape[x.dim() - gamma.dim() :]) == gamma.shape,
-        op,
-        "gamma",
-        f"shape {tuple(gamma.shape)} must equal the trailing dimensions of {x_name}'s shape "
-        f"{tuple(x.shape)}",
-    )
+def _rms_norm(x: torch.Tensor, gamma: torch.Tensor, epsilon: float):
+    """(y, rstd) over gamma's (trailing) dimensions; dtypes and shapes are rules."""
     dims = tuple(range(x.dim() - gamma.dim(), x.dim()))
     xf = x.float()
     rstd = torch.rsqrt(xf.pow(2).mean(dim=dims, keepdim=True) + epsilon)
@@ -83,22 +77,16 @@ def npu_rms_norm(self, gamma, epsilon):
 
     rstd is float32 with x's leading dimensions and size 1 over gamma's (meta kernel).
     """
-    return _rms_norm("npu_rms_norm", self, gamma, epsilon, "self")
+    return _rms_norm(self, gamma, epsilon)
 
 
 @reference("npu_add_rms_norm")
 def npu_add_rms_norm(x1, x2, gamma, epsilon):
     """(y, rstd, x) with ``x = x1 + x2`` (summed in float32, returned in x1's dtype) and
     ``y = rms_norm(x)`` computed from the float32 sum."""
-    op = "npu_add_rms_norm"
-    _same_dtype(op, ("x1", "x2"), x1, x2)
-    check(
-        x1.shape == x2.shape, op, "x2", f"shape {tuple(x2.shape)} must equal x1's {tuple(x1.shape)}"
-    )
+    _same_dtype("npu_add_rms_norm", ("x1", "x2", "gamma"), x1, x2, gamma)
     x = x1.float() + x2.float()
-    _dtype_in(op, "x1", x1, _FLOATS)
-    _same_dtype(op, ("x1", "gamma"), x1, gamma)
-    y, rstd = _rms_norm(op, x, gamma.float(), epsilon, "x1")
+    y, rstd = _rms_norm(x, gamma.float(), epsilon)
     return y.to(x1.dtype), rstd, x.to(x1.dtype)
 
 
@@ -126,23 +114,9 @@ def npu_rotary_mul(self, r1, r2, rotary_mode, rotate):
     """
     op = "npu_rotary_mul"
     x = self
-    mode = require_choice(op, {"rotary_mode": rotary_mode}, "rotary_mode", ("half", "interleave"))
-    _dtype_in(op, "self", x, _FLOATS)
+    # ranks, D, the mode and r1/r2's broadcast shapes are documented rules
     _same_dtype(op, ("self", "r1", "r2"), x, r1, r2)
-    check(x.dim() == 4, op, "self", f"must be 4-D, got shape {tuple(x.shape)}")
     d = x.shape[-1]
-    check(d % 2 == 0 and d < 896, op, "self", f"head dimension D={d} must be even and < 896")
-    for name, r in (("r1", r1), ("r2", r2)):
-        ok = r.dim() == 4 and r.shape[-1] == d
-        ok = ok and all(rs in (1, xs) for rs, xs in zip(r.shape, x.shape, strict=True))
-        check(
-            ok,
-            op,
-            name,
-            f"shape {tuple(r.shape)} must be 4-D with last dimension {d} and every other "
-            f"dimension 1 or equal to self's {tuple(x.shape)}",
-        )
-    check(r1.shape == r2.shape, op, "r2", f"shape {tuple(r2.shape)} must equal r1's")
     xf = x.float()
     if rotate is not None:
         _same_dtype(op, ("self", "rotate"), x, rotate)
@@ -154,7 +128,7 @@ def npu_rotary_mul(self, r1, r2, rotary_mode, rotate):
         )
         x_new = xf @ rotate.float()
     else:
-        x_new = _rotate(xf, mode)
+        x_new = _rotate(xf, rotary_mode)
     return (r1.float() * xf + r2.float() * x_new).to(x.dtype)
 
 
@@ -204,9 +178,7 @@ def npu_apply_rotary_pos_emb(query, key, cos, sin, layout, rotary_mode):
 def npu_swiglu(self, dim):
     """``silu(A) * B`` where ``A, B = x.chunk(2, dim)`` (A is the first half)."""
     op = "npu_swiglu"
-    x = self
-    _dtype_in(op, "self", x, _FLOATS)
-    check(1 <= x.dim() <= 8, op, "self", f"must have 1 to 8 dimensions, got {x.dim()}")
+    x = self  # dtype and rank are documented rules
     check(-x.dim() <= dim < x.dim(), op, "dim", f"{dim} is out of range for a {x.dim()}-D input")
     check(x.shape[dim] % 2 == 0, op, "self", f"size {x.shape[dim]} along dim {dim} must be even")
     a, b = x.float().chunk(2, dim=dim)
@@ -230,62 +202,13 @@ def npu_scatter_pa_kv_cache(
         "seq_lens": seq_lens,
     }
     require_choice(op, bound, "cache_mode", ("Norm", None))
+    # the compressed-cache scene (4-D keys) needs compress_lens and seq_lens (a documented
+    # rule), which are refused here: only scene two is emulated
     require_unset(op, bound, ("compress_lens", "compress_seq_offsets", "seq_lens"))
-    if key.dim() == 4:
-        raise ContractError(
-            op,
-            "argument 'key': 4-D keys (the compressed-cache scene with compress_lens/seq_lens) "
-            "are not implemented by the emulated NPU's reference; pass (num_tokens, "
-            "num_kv_heads, head_size)",
-            "key",
-        )
-    names = ("key", "value", "key_cache", "value_cache")
-    _same_dtype(op, names, key, value, key_cache, value_cache)
-    for name, t in zip(names, (key, value, key_cache, value_cache), strict=True):
-        check(t.is_contiguous(), op, name, "must be contiguous (torch_npu docs)")
-    check(
-        key.dim() == 3,
-        op,
-        "key",
-        f"must be (num_tokens, num_kv_heads, head_size), got {tuple(key.shape)}",
-    )
-    check(value.dim() == 3, op, "value", f"must be 3-D, got {tuple(value.shape)}")
-    check(
-        key.shape[:2] == value.shape[:2],
-        op,
-        "value",
-        f"first two dimensions {tuple(value.shape[:2])} must equal key's {tuple(key.shape[:2])}",
-    )
+    # dtypes, contiguity and the ND layout of scene two are documented rules
     t, heads, dk = key.shape
     dv = value.shape[2]
-    check(key_cache.dim() == 4, op, "key_cache", f"must be 4-D, got {tuple(key_cache.shape)}")
-    check(value_cache.dim() == 4, op, "value_cache", f"must be 4-D, got {tuple(value_cache.shape)}")
     nb, bs = key_cache.shape[:2]
-    check(
-        tuple(key_cache.shape[2:]) == (heads, dk),
-        op,
-        "key_cache",
-        f"shape {tuple(key_cache.shape)} must be (num_blocks, block_size, {heads}, {dk}) with "
-        "cache_mode='Norm'",
-    )
-    check(
-        tuple(value_cache.shape) == (nb, bs, heads, dv),
-        op,
-        "value_cache",
-        f"shape {tuple(value_cache.shape)} must be ({nb}, {bs}, {heads}, {dv})",
-    )
-    check(
-        slot_mapping.dtype in (torch.int32, torch.int64),
-        op,
-        "slot_mapping",
-        f"dtype must be int32 or int64, got {slot_mapping.dtype}",
-    )
-    check(
-        slot_mapping.shape == (t,),
-        op,
-        "slot_mapping",
-        f"shape {tuple(slot_mapping.shape)} must be ({t},): one slot per token",
-    )
     slots = slot_mapping.to(device=key_cache.device, dtype=torch.int64)
     if t:
         lo, hi = int(slots.min()), int(slots.max())
