@@ -82,6 +82,15 @@ VARIABLES: dict[str, Variable] = {
             "for machines where torch_npu is not installed.",
         ),
         Variable(
+            "NPU_PLATFORM_TORCH_MEMORY_SAVER",
+            "choice",
+            "npu_platform",
+            "Which torch_memory_saver sglang gets on an NPU: npu_platform (default: "
+            "npu-platform's, even where the CUDA one or sgl-kernel-npu's Ascend port is "
+            "installed) or installed (the installed package, unchanged).",
+            choices=("npu_platform", "installed"),
+        ),
+        Variable(
             "NPU_PLATFORM_PATCHES",
             "bool",
             True,

@@ -23,7 +23,8 @@ pick_python() {
 
 stamp_of() {
   # setup.py and the C shim it compiles: changing them needs the editable install rebuilt.
-  cat constraints.txt scripts/setup.sh pyproject.toml setup.py npu_platform/memory/_alloc_shim.c \
+  cat constraints.txt scripts/setup.sh scripts/torchvision_cpu_ops.py pyproject.toml setup.py \
+    npu_platform/memory/_alloc_shim.c \
     | sha256sum | cut -d' ' -f1
 }
 
@@ -59,14 +60,30 @@ pip_q() {
 echo "setup.sh: installing torch, vLLM and test tools (pinned by constraints.txt)"
 pip_q install -q -c constraints.txt torch==2.13.0 vllm==0.32.0 pytest hypothesis ruff psutil coverage
 
-# sglang pins a CUDA torch and CUDA-only packages; take it without them, plus the pure-Python
-# packages that `import sglang`, server_args, platforms and the memory-saver adapter need.
+# sglang pins a CUDA torch and CUDA-only packages; take it without them, plus the packages
+# that `import sglang`, its Engine (gguf, torchvision through sglang.srt.configs) and its HTTP
+# server (soundfile) import. torchvision is vLLM's own pin (0.28.0), installed with vLLM.
 echo "setup.sh: installing sglang without its CUDA dependencies"
 pip_q install -q -c constraints.txt --no-deps sglang==0.5.23
-pip_q install -q -c constraints.txt orjson ipython
+pip_q install -q -c constraints.txt orjson ipython gguf soundfile torchvision==0.28.0
 
-# vLLM pulls CUDA builds of these; they fail to load next to CPU torch.
-pip_q uninstall -y -q torchvision torchaudio torchcodec
+# vLLM pulls CUDA builds of these; they fail to load next to CPU torch. torchaudio and
+# torchcodec are not imported by either framework's paths used here. flashinfer-python raises
+# AssertionError (not ImportError) at `import flashinfer` on a CPU torch (it queries CUDA
+# device properties at import time), which breaks sglang's import guards; vLLM treats it as
+# optional (importlib.util.find_spec), so removing it breaks neither.
+pip_q uninstall -y -q torchaudio torchcodec flashinfer-python
+
+# The index's torchvision 0.28.0 is a CUDA build: its C++ ops cannot load next to a CPU torch
+# and its fake-kernel registrations then make `import torchvision` fail. A start-up finder
+# (scripts/torchvision_cpu_ops.py) defines the two op schemas those registrations need, only
+# when torchvision's own extension does not load.
+SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+cp scripts/torchvision_cpu_ops.py "$SITE/_npu_platform_torchvision_cpu_ops.py"
+# Compiled now: every interpreter start imports it, and PYTHONDONTWRITEBYTECODE may be set.
+"$VENV/bin/python" -m py_compile "$SITE/_npu_platform_torchvision_cpu_ops.py"
+echo "import _npu_platform_torchvision_cpu_ops as _m; _m.install()" \
+  > "$SITE/_npu_platform_torchvision_cpu_ops.pth"
 
 # torch_npu's data files (op schemas, ACL headers) without installing torch_npu: installing
 # it without CANN makes `import torch` fail through autoload.
@@ -105,5 +122,5 @@ PYUNPACK
 echo "setup.sh: installing npu-platform (editable)"
 pip_q install -q -c constraints.txt --no-deps -e .
 # Check from outside the checkout, so the import goes through the installed package.
-(cd / && "$VENV/bin/python" -c "import npu_platform, vllm, sglang, torch; print('setup.sh: ok, torch', torch.__version__)")
+(cd / && "$VENV/bin/python" -c "import npu_platform, vllm, sglang, torch, torchvision, gguf, soundfile; print('setup.sh: ok, torch', torch.__version__)")
 echo "$want" > "$STAMP_FILE"

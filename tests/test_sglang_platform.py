@@ -425,3 +425,72 @@ def test_start_up_hook_modes(fake_sites: dict[str, Path], tmp_path: Path, emulat
     expected = "npu_platform.torch_memory_saver" if emulate else "fake-cuda"
     assert deferred == {"installed": True, "torch_imported": False, "module": expected}
     assert rebind == {"first": "fake-cuda", "installed": emulate, "module": expected}
+
+
+CHOICE = """\
+import json, logging, sys
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append((record.levelname, record.getMessage()))
+log = logging.getLogger("npu_platform.sglang")
+log.addHandler(Keep())
+log.setLevel(logging.DEBUG)
+from npu_platform.sglang import memory_saver as ms
+r = {}
+try:
+    ms.install()
+    import torch_memory_saver as first
+    del sys.modules["torch_memory_saver"]
+    import torch_memory_saver as second  # a second import decides again, logs nothing new
+    r["module"] = getattr(second, "FLAVOR", second.__name__)
+    r["same"] = getattr(first, "FLAVOR", first.__name__) == r["module"]
+except Exception as exc:
+    r["error"] = type(exc).__name__ + ": " + str(exc)
+r["log"] = [m for m in records if "torch_memory_saver is" in m[1]]
+print(json.dumps(r))
+"""
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        (None, "npu_platform.torch_memory_saver"),
+        ("npu_platform", "npu_platform.torch_memory_saver"),
+        ("installed", "fake-cuda"),
+        ("cuda", None),
+    ],
+    ids=["default", "npu_platform", "installed", "bad-value"],
+)
+def test_memory_saver_choice_is_deliberate_logged_once_and_overridable(
+    fake_sites: dict[str, Path], tmp_path: Path, choice: str | None, expected: str | None
+) -> None:
+    """On an NPU with another torch_memory_saver installed, npu-platform's is chosen unless
+    NPU_PLATFORM_TORCH_MEMORY_SAVER=installed; the choice is logged once per process."""
+    extra = {"NPU_PLATFORM_EMULATE": "1", "NPU_PLATFORM_PATCHES": "0"}
+    if choice is not None:
+        extra["NPU_PLATFORM_TORCH_MEMORY_SAVER"] = choice
+    out = subprocess.run(
+        [sys.executable, "-c", CHOICE],
+        env=subprocess_env([fake_sites["cuda_tms"]], **extra),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    cuda_file = str(fake_sites["cuda_tms"] / "torch_memory_saver" / "__init__.py")
+    if expected is None:
+        assert "NPU_PLATFORM_TORCH_MEMORY_SAVER='cuda' is not valid" in r["error"]
+        assert "npu_platform, installed" in r["error"]
+        return
+    assert r["module"] == expected and r["same"] is True
+    assert len(r["log"]) == 1, r["log"]
+    level, message = r["log"][0]
+    assert level == "INFO" and cuda_file in message
+    if expected == "fake-cuda":
+        assert "installed package" in message
+    else:
+        assert "is not used on this NPU (set NPU_PLATFORM_TORCH_MEMORY_SAVER=installed" in message

@@ -26,6 +26,20 @@ with an import redirect:
   installed finder directly, for an import that had already walked past the front of
   ``sys.meta_path`` when :func:`install` ran (the start-up hook decides *during* the first
   ``import torch_memory_saver`` of a process).
+* Which implementation sglang gets is a choice, made per process on the first
+  ``import torch_memory_saver`` and logged once there (at INFO when another
+  ``torch_memory_saver`` is installed, since that one is then shadowed; at DEBUG otherwise).
+  ``NPU_PLATFORM_TORCH_MEMORY_SAVER`` (:data:`CHOICE_VARIABLE`) selects it:
+
+  - ``npu_platform`` (the default): npu-platform's facade, whatever else is installed. The
+    CUDA package cannot work on an NPU (it intercepts ``cudaMalloc``); sgl-kernel-npu's
+    Ascend port of ``torch_memory_saver`` works on Ascend hardware but keeps its own
+    allocator, outside npu-platform's memory manager (which also serves vLLM's sleep mode
+    and the device budget), and does not run on the emulated NPU;
+  - ``installed``: the redirect steps aside and ``import torch_memory_saver`` finds the
+    installed package (for example sgl-kernel-npu's port), exactly as without npu-platform.
+    ``--enable-memory-saver`` then uses that package, and npu-platform does not check it.
+
 * :func:`adapter_cuda_graph_hook` fixes a call sglang cannot make otherwise: the NPU graph
   backend calls ``adapter.cuda_graph(graph, pool=..., stream=...,
   auto_dispatch_capture=True, tag=...)`` with the graph *positionally*, and
@@ -63,10 +77,60 @@ _finder: _TorchMemorySaverRedirect | None = None
 _hooks_registered = False
 
 
+#: Selects the implementation (see the module docstring); parsed by :mod:`npu_platform.env`.
+CHOICE_VARIABLE = "NPU_PLATFORM_TORCH_MEMORY_SAVER"
+OURS = "npu_platform"
+INSTALLED = "installed"
+
+_choice_logged = False
+
+
 def _npu_present() -> bool:
     from npu_platform.detect import detect
 
     return detect().is_npu
+
+
+def choice() -> str:
+    """``"npu_platform"`` or ``"installed"`` (``NPU_PLATFORM_TORCH_MEMORY_SAVER``); a bad
+    value raises :class:`npu_platform.errors.ConfigError` naming the accepted ones."""
+    from npu_platform import env
+
+    return str(env.get(CHOICE_VARIABLE))
+
+
+def installed_elsewhere() -> str | None:
+    """Where another ``torch_memory_saver`` is installed (its file), or None."""
+    spec = importlib.machinery.PathFinder.find_spec(TMS_MODULE)
+    if spec is None:
+        return None
+    return str(spec.origin or (list(spec.submodule_search_locations or []) or [TMS_MODULE])[0])
+
+
+def _log_choice(selected: str) -> None:
+    """Say once per process which torch_memory_saver sglang gets, and what it shadows."""
+    global _choice_logged
+    if _choice_logged:
+        return
+    _choice_logged = True
+    other = installed_elsewhere()
+    if selected == OURS:
+        if other is None:
+            logger.debug("npu_platform: torch_memory_saver is npu_platform.torch_memory_saver")
+            return
+        logger.info(
+            "npu_platform: torch_memory_saver is npu_platform.torch_memory_saver; the "
+            "installed %s is not used on this NPU (set %s=installed to use it)",
+            other,
+            CHOICE_VARIABLE,
+        )
+    else:
+        logger.info(
+            "npu_platform: torch_memory_saver is the installed package (%s), as %s=installed "
+            "asks; npu-platform's memory manager does not back sglang's memory saver",
+            other or "none installed: the import will fail",
+            CHOICE_VARIABLE,
+        )
 
 
 class _FacadeLoader(importlib.abc.Loader):
@@ -93,6 +157,10 @@ class _TorchMemorySaverRedirect(importlib.abc.MetaPathFinder):
             return None
         if not _npu_present():
             return None  # CUDA machines and machines without an NPU: the normal import
+        selected = choice()
+        _log_choice(selected)
+        if selected == INSTALLED:
+            return None  # the user's choice: the installed package, found as usual
         return importlib.util.spec_from_loader(
             fullname, _FacadeLoader(), origin=f"redirected to {FACADE_MODULE} by npu_platform"
         )
@@ -133,7 +201,7 @@ def install(*, defer_detection: bool = False) -> bool:
         stale = (loaded is not None and not is_ours(loaded)) or (
             adapter is not None and not is_ours(getattr(adapter, "_memory_saver", None))
         )
-        if stale and (not defer_detection or _npu_present()):
+        if stale and (not defer_detection or _npu_present()) and choice() == OURS:
             _rebind()
     return True
 

@@ -7,14 +7,16 @@ detokenizer, DP controller), then applies every hook registered on ``HookRegistr
   usually done it already; this also covers processes where sglang resolved another
   platform, e.g. one chosen with ``SGLANG_PLATFORM``);
 * register the AROUND hook that lets the NPU graph backend call the adapter's
-  ``cuda_graph`` with the graph positionally and ``auto_dispatch_capture=True``.
+  ``cuda_graph`` with the graph positionally and ``auto_dispatch_capture=True``;
+* register the checks of release/resume requests (:mod:`npu_platform.sglang.memory_requests`).
 """
 
 from __future__ import annotations
 
-from npu_platform.sglang import memory_saver
+from npu_platform.sglang import memory_requests, memory_saver
 
 
 def register_all() -> None:
     memory_saver.install()
     memory_saver.register_hooks()
+    memory_requests.register_hooks()

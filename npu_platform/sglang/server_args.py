@@ -66,6 +66,8 @@ def check_memory_saver(environ: Mapping[str, str] | None = None) -> None:
         )
     from npu_platform.sglang import memory_saver
 
+    if memory_saver.choice() == memory_saver.INSTALLED:
+        return  # NPU_PLATFORM_TORCH_MEMORY_SAVER=installed: the user's package, unchecked
     memory_saver.install()
     state = memory_saver.status()
     saver_module = state.torch_memory_saver
@@ -85,6 +87,39 @@ def check_memory_saver(environ: Mapping[str, str] | None = None) -> None:
         )
 
 
+#: Attention backends whose NPU kernels take float16/bfloat16 only (sglang's ``ascend``).
+_HALF_ONLY_BACKENDS = (None, "ascend")
+_FLOAT32 = ("float32", "float")
+
+
+def check_dtype(cfg: Any) -> None:
+    """Raise :class:`UnsupportedSetting` for ``--dtype float32`` with the ascend backend.
+
+    sglang's ``ascend`` attention backend computes attention with ATB's
+    SelfAttentionOperation (PREFIX_ENCODER, prefill), ATB's PagedAttentionOperation (eager
+    decode) and ``npu_fused_infer_attention_score`` (graph decode), and writes the KV cache
+    with ATB's ReshapeAndCacheOperation. Their documentation accepts float16 and bfloat16
+    only on Atlas A2/A3 (CANN ATB operator pages; torch_npu 2.13.0 ``_op_plugin_docs.py``
+    for FIA; the rules are in :mod:`npu_platform.spec.rules`), so a float32 model would fail
+    at its first attention call. ``--dtype auto`` never gives float32 (sglang serves float32
+    checkpoints in float16).
+    """
+    dtype = str(getattr(cfg, "dtype", "auto") or "auto").lower()
+    if dtype not in _FLOAT32:
+        return
+    backends = {
+        getattr(cfg, name, None)
+        for name in ("attention_backend", "prefill_attention_backend", "decode_attention_backend")
+    }
+    if backends <= set(_HALF_ONLY_BACKENDS):
+        raise UnsupportedSetting(
+            f"--dtype {dtype} cannot run on an Ascend NPU with sglang's ascend attention "
+            "backend: its kernels (ATB SelfAttention/PagedAttention/ReshapeAndCache and "
+            "npu_fused_infer_attention_score) accept float16 and bfloat16 only. Use "
+            "--dtype bfloat16 (or float16, or auto)."
+        )
+
+
 def apply_defaults(cfg: Any, environ: Mapping[str, str] | None = None) -> None:
     """npu_platform's defaults and checks for sglang's ``ServerArgs`` (see module doc)."""
     env = os.environ if environ is None else environ
@@ -101,6 +136,7 @@ def apply_defaults(cfg: Any, environ: Mapping[str, str] | None = None) -> None:
         )
         return
 
+    check_dtype(cfg)
     memory_saver_on = bool(getattr(cfg, "enable_memory_saver", False))
     backups = [
         flag

@@ -6,8 +6,12 @@ checked first:
 1. the call is bound against torch_npu's own schema of ``npu_rms_norm`` (from the YAML that
    ships with torch_npu) by :func:`npu_platform.spec.contract.bind`; a misspelled keyword, a
    missing argument or a wrong kind raises :class:`~npu_platform.spec.contract.ContractError`;
-2. the reference registered for the op runs with the bound arguments as keywords; it checks
-   shapes, dtypes and the modes it implements, and refuses the rest with
+2. the kernel's documented constraints (:mod:`npu_platform.spec.rules`, the same rules the
+   op layer checks before calling a real NPU) are checked; a call outside them raises
+   :class:`~npu_platform.spec.contract.RuleViolation` citing the documentation;
+3. the reference registered for the op runs with the bound arguments as keywords; it checks
+   what it needs to compute (values of device data such as slot and block ids) and refuses
+   the features it does not implement with
    :class:`~npu_platform.spec.contract.UnsupportedByReference`.
 
 When an op has several overloads (``npu_x`` and ``npu_x.out``), the default overload is tried
@@ -26,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from npu_platform.errors import NPUPlatformError
-from npu_platform.spec import contract
+from npu_platform.spec import contract, rules
 from npu_platform.spec.schema import SchemaRegistry, registry
 
 ReferenceFn = Callable[..., Any]
@@ -62,7 +66,12 @@ def _ensure_references() -> None:
         return
     with _load_lock:
         if not _loaded:
-            from npu_platform.emulation.kernels import attention, basic  # noqa: F401
+            from npu_platform.emulation.kernels import (  # noqa: F401
+                attention,
+                basic,
+                fia_layouts,
+                rope,
+            )
 
             _loaded = True
 
@@ -105,6 +114,7 @@ class EmulatedOp:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         full, bound = self.bind(*args, **kwargs)
+        rules.check(full, bound, host=host_view)
         _ensure_references()
         fn = _references.get(full)
         if fn is None:
@@ -116,6 +126,19 @@ class EmulatedOp:
                 "npu_platform.emulation.kernels.references()"
             )
         return _on_host(fn, bound)
+
+
+def host_view(tensor: Any) -> Any:
+    """A CPU tensor over the memory of an emulated ``npu`` tensor (no copy), or None.
+
+    Lets the documented rules read host-side integer tensors that a caller placed on the
+    emulated device; on an NPU such values are not read (that would synchronise the device).
+    """
+    if tensor.device.type != "npu":
+        return None
+    from npu_platform.emulation import native
+
+    return native.load().cpu_alias(tensor)
 
 
 def _on_host(fn: ReferenceFn, bound: dict[str, Any]) -> Any:

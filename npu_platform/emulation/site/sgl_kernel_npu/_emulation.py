@@ -8,7 +8,23 @@ from typing import Any
 
 import torch
 
-__all__ = ["TritonKernel", "Unemulated", "host"]
+__all__ = ["TritonKernel", "Unemulated", "host", "npu_kernel"]
+
+
+def npu_kernel(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A stand-in kernel that NPU graph capture records as one node, as it records the
+    kernels the real package launches (its references work on host views of ``npu``
+    memory, which the capture's aten recorder cannot see); replay runs it again on the
+    same tensors."""
+    name = f"{fn.__module__}.{fn.__name__}"
+
+    @functools.wraps(fn)
+    def launch(*args: Any, **kwargs: Any) -> Any:
+        from torch_npu.npu import graphs
+
+        return graphs._run_npu_op(name, fn, args, kwargs)
+
+    return launch
 
 
 class Unemulated:
@@ -44,13 +60,14 @@ class TritonKernel:
 
     def __init__(self, name: str, fn: Callable[..., None]) -> None:
         self.fn = fn
+        self._launch = npu_kernel(fn)
         self.__name__ = name
         self.__qualname__ = name
         self.__module__ = fn.__module__
         self.__doc__ = fn.__doc__
 
     def __getitem__(self, grid: Any) -> Callable[..., None]:
-        return self.fn
+        return self._launch
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(

@@ -12,7 +12,12 @@ device-backend autoload does at the end of ``import torch``:
 * offers torch_npu's ops (``torch_npu.npu_rms_norm`` ...) as schema-checked CPU references
   (:data:`npu_platform.emulation.kernels.EMULATED`) and its ATB ops
   (``torch_npu._npu_paged_attention`` ..., :mod:`npu_platform.emulation.kernels.atb`),
-  recorded by NPU graph capture as one node each, like torch_npu's dispatch records.
+  recorded by NPU graph capture as one node each, like torch_npu's dispatch records;
+* makes ``torch.multiprocessing`` pickle ``npu`` tensors (as copies,
+  :mod:`torch_npu.multiprocessing.reductions`);
+* wraps torch.compile's inductor entry, as torch_npu does, so ``torch.compile`` works on
+  ``npu`` tensors: dynamo captures the graph, which runs op by op on the emulated kernels
+  (:mod:`torch_npu._emulated_inductor`).
 """
 
 import os
@@ -44,6 +49,16 @@ _distributed_c10d.register()
 for _name, _module in list(sys.modules.items()):
     if _name.startswith("torch_npu.npu."):
         sys.modules.setdefault("torch" + _name[len("torch_npu") :], _module)
+
+# torch_npu teaches torch.multiprocessing to pickle npu tensors when it loads.
+from torch_npu.multiprocessing import reductions as _reductions  # noqa: E402
+
+_reductions._add_reductions_methods()
+
+# torch_npu wraps torch.compile's inductor entry (its npu backend is set up lazily).
+from torch_npu import _emulated_inductor  # noqa: E402
+
+_emulated_inductor.install()
 
 
 # This function is an entrypoint called by PyTorch when running 'import torch'; the import
@@ -101,10 +116,47 @@ class _NPUOp:
         return graphs._run_npu_op(self.__name__, self._impl, args, kwargs)
 
     def __getattr__(self, item):
+        overload = _overload(self.__name__, item)
+        if overload is not None:
+            return overload
         return getattr(self._impl, item)
 
     def __repr__(self):
         return f"<emulated torch_npu.{self.__name__}>"
+
+
+def _overload(name, overload_name):
+    """``torch_npu.<name>.<overload>`` (``npu_fused_infer_attention_score.out``), or None.
+
+    Called as torch_npu's overloads are: the out arguments by name or as ``out=[...]`` in
+    schema order. Graph capture records it under the op's own name, as torch_npu's graph
+    handlers key updates (``actual_seq_lengths_kv`` ...) on it.
+    """
+    if overload_name.startswith("_"):
+        return None
+    from npu_platform.emulation.kernels import EMULATED
+
+    full = f"{name}.{overload_name}"
+    if full not in EMULATED.schemas:
+        return None
+    schema = EMULATED.schemas.get(full)
+    out_names = [arg.name for arg in schema.args if arg.type.mutable]
+    op = getattr(EMULATED, name)
+
+    def call(*args, **kwargs):
+        out = kwargs.pop("out", None)
+        if out is not None:
+            out = list(out) if isinstance(out, (list, tuple)) else [out]
+            if len(out) != len(out_names):
+                raise TypeError(
+                    f"torch_npu.{full}: out= takes {len(out_names)} tensors "
+                    f"({', '.join(out_names)}), got {len(out)}"
+                )
+            kwargs.update(zip(out_names, out, strict=True))
+        return op(*args, **kwargs)
+
+    call.__name__ = full
+    return _NPUOp(name, call)
 
 
 def _register_op(name, impl):

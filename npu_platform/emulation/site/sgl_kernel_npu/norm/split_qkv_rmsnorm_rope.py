@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from sgl_kernel_npu._emulation import Unemulated, host
+from sgl_kernel_npu._emulation import Unemulated, host, npu_kernel
 
 __all__ = ["split_qkv_rmsnorm_rope", "split_qkvgate_gemma_rmsnorm_rope"]
 
@@ -53,6 +53,7 @@ def _rope(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, neox: bool) -> 
     return torch.cat([rotated, rest], dim=-1)
 
 
+@npu_kernel
 def split_qkv_rmsnorm_rope(
     input,
     sin,

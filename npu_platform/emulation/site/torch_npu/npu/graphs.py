@@ -12,7 +12,13 @@ keeps that contract on the host. While a graph captures on a thread:
   copies each fresh result into the recorded output tensor (in-place ops and views write
   through by themselves), so outputs in static tensors update on every replay;
 * :meth:`NPUGraph.update` changes the recorded arguments (``actual_seq_lengths_kv`` ...)
-  of the attention ops torch_npu can update, for the next replays;
+  of the attention ops torch_npu can update, for the next replays. As on the NPU, where a
+  graph captured with ``auto_dispatch_capture=True`` waits on an external event before each
+  updatable op and ``update`` records it once the new arguments are in place, a replay of
+  such a graph runs each updatable op only after an ``update`` since the previous replay:
+  callers may (and sglang does) call ``update`` on another thread while ``replay`` starts.
+  A replay with no update arriving within :data:`_UPDATE_WAIT_SECONDS` raises (the NPU
+  would block);
 * a capture given a :class:`~torch_npu.npu.MemPool`'s ``id`` as its ``pool`` allocates
   from that pool (and so from its allocator), as memory savers expect; other pool tokens
   only name a pool, as the emulated NPU has no private graph pools.
@@ -66,6 +72,10 @@ _UPDATE_SPECS = {
 }
 
 
+#: How long a replay waits for the update of an updatable op (see the module docstring).
+_UPDATE_WAIT_SECONDS = 60.0
+
+
 def is_current_stream_capturing():
     r"""Return True if NPU graph capture is underway on the current NPU stream, False otherwise."""
     graph = getattr(_local, "graph", None)
@@ -108,7 +118,7 @@ def _write_back(recorded, fresh) -> None:
 
 
 class _Node:
-    __slots__ = ("args", "func", "kwargs", "name", "npu_op", "out")
+    __slots__ = ("args", "event", "func", "kwargs", "name", "npu_op", "out")
 
     def __init__(self, name, func, args, kwargs, out, npu_op):
         self.name = name
@@ -117,8 +127,19 @@ class _Node:
         self.kwargs = kwargs
         self.out = out
         self.npu_op = npu_op
+        # The external event an updatable op waits on (auto_dispatch_capture graphs only).
+        self.event = None
 
     def run(self):
+        if self.event is not None:
+            if not self.event.wait(_UPDATE_WAIT_SECONDS):
+                raise RuntimeError(
+                    f"NPUGraph replay: the captured {self.name} waits for NPUGraph.update() "
+                    "(graphs captured with auto_dispatch_capture=True take an update before "
+                    f"each replay); none came within {_UPDATE_WAIT_SECONDS:.0f} s. On an "
+                    "NPU this replay would block."
+                )
+            self.event.clear()
         _write_back(self.out, self.func(*self.args, **self.kwargs))
 
 
@@ -225,6 +246,10 @@ class NPUGraph:
         recorder, self._recorder = self._recorder, None
         _local.graph = None
         recorder.__exit__(None, None, None)
+        if self.auto_dispatch_capture:
+            for node in self._nodes:
+                if node.npu_op and node.name in _UPDATE_SPECS:
+                    node.event = threading.Event()
         if self._pool_scope is not None:
             device_index, mem_pool = self._pool_scope
             self._pool_scope = None
@@ -283,6 +308,8 @@ class NPUGraph:
             for key, index in _UPDATE_SPECS[record.name].items():
                 if key in update_input and key not in record.kwargs and index < len(record.args):
                     record.args[index] = update_input[key]
+            if record.event is not None:
+                record.event.set()  # the op's external event: the next replay may run it
 
     def debug_dump(self, debug_path):
         r"""Writes the captured nodes to ``debug_path`` as JSON (op name and kind, in order)."""

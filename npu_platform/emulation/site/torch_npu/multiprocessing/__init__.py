@@ -1,0 +1,1 @@
+"""``torch_npu.multiprocessing`` of the emulated torch_npu (see :mod:`.reductions`)."""
