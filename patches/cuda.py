@@ -8,7 +8,10 @@ to ``"npu"``, and ``nccl`` to ``hccl`` in ``init_process_group``. As side effect
 makes ``torch.cuda.is_available()`` True, disables ``torch.jit.script`` and reports Triton
 as absent. Added here, where it leaves gaps: ``torch.cuda.CUDAGraph`` is
 ``torch.npu.NPUGraph`` and ``torch.cuda.graph(g, pool, stream, capture_error_mode)`` calls
-``torch.npu.graph`` with keywords (its fourth positional parameter differs).
+``torch.npu.graph`` with keywords (its fourth positional parameter differs), and
+``torch._C._cuda_cudaCachingAllocator_is_enabled``, which inductor asks for
+``torch.compile(mode="reduce-overhead")`` once ``torch.cuda.is_available()`` is True, answers
+for the NPU (a torch build without CUDA has no such binding).
 
 Those side effects are process-wide, so this patch is not in the default set: vLLM and
 sglang have native NPU paths, and a process where ``torch.cuda.is_available()`` answers True
@@ -59,4 +62,17 @@ def _apply() -> str:
         )
 
     torch.cuda.graph = graph  # type: ignore[assignment]
+    if not hasattr(torch._C, "_cuda_cudaCachingAllocator_is_enabled"):
+        # Inductor's CUDA-graph check (torch.compile(mode="reduce-overhead")) asks this
+        # binding once torch.cuda.is_available() is True; a torch build without CUDA lacks
+        # it. It answers for the NPU's caching allocator; inductor then skips CUDA graphs
+        # for the npu device and compiles without them.
+        torch._C._cuda_cudaCachingAllocator_is_enabled = _npu_caching_allocator_is_enabled  # type: ignore[attr-defined]
     return "torch_npu.contrib.transfer_to_npu, plus torch.cuda.CUDAGraph/graph on NPU graphs"
+
+
+def _npu_caching_allocator_is_enabled() -> bool:
+    """Whether torch_npu's caching allocator is on (``PYTORCH_NO_NPU_MEMORY_CACHING`` unset)."""
+    import os
+
+    return os.environ.get("PYTORCH_NO_NPU_MEMORY_CACHING", "") in ("", "0")

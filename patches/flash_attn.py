@@ -15,16 +15,19 @@ accepted and not needed; ``deterministic`` is accepted and ignored (inference). 
 (``block_table``). Not provided: ``flash_attn_with_kvcache`` and the modules under
 ``flash_attn.layers`` / ``flash_attn.modules`` / ``flash_attn.ops`` (importing them fails).
 Tensors: float16 or bfloat16 on an NPU (the emulation also takes float32).
+
+Under ``torch.compile`` each call runs eagerly, as a graph break (``torch.compiler.disable``):
+the op layer binds and checks the arguments in Python, which dynamo cannot trace with
+symbolic shapes; the rest of a compiled model is captured around it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import torch
 
 from npu_platform import ops
-
-if TYPE_CHECKING:
-    import torch
 
 __version__ = "2.7.4"
 """The flash_attn API level these functions follow."""
@@ -82,6 +85,7 @@ def _check(name: str, t: torch.Tensor, dims: int, layout: str) -> None:
         )
 
 
+@torch.compiler.disable
 def flash_attn_func(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -111,6 +115,7 @@ def flash_attn_func(
     )
 
 
+@torch.compiler.disable
 def flash_attn_varlen_func(
     q: torch.Tensor,
     k: torch.Tensor,

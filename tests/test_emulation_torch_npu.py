@@ -138,6 +138,8 @@ def test_spawned_child_has_the_npu(tmp_path):
             def child(q):
                 x = torch.arange(3, device="npu")
                 q.put((torch.npu.device_count(), str(x.device), (x * 2).tolist()))
+                # an npu tensor itself (a strided view, on device 1) through the queue
+                q.put(torch.arange(6.0, device="npu:1").view(2, 3)[:, 1:])
 
             if __name__ == "__main__":
                 torch.ones(1, device="npu")  # the parent uses the NPU first
@@ -146,8 +148,10 @@ def test_spawned_child_has_the_npu(tmp_path):
                 p = ctx.Process(target=child, args=(q,))
                 p.start()
                 print(q.get(timeout=240))
-                p.join()
+                p.join()  # the sender is gone before its tensor is read: a copy travelled
                 print(p.exitcode)
+                t = q.get(timeout=60)
+                print(t.device, t.tolist())
             """
         )
     )
@@ -160,7 +164,11 @@ def test_spawned_child_has_the_npu(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split("\n")[:2] == ["(2, 'npu:0', [0, 2, 4])", "0"]
+    assert proc.stdout.split("\n")[:3] == [
+        "(2, 'npu:0', [0, 2, 4])",
+        "0",
+        "npu:1 [[1.0, 2.0], [4.0, 5.0]]",
+    ]
 
 
 def test_forked_child_cannot_reinitialize(tmp_path):

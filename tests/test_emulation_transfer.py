@@ -148,6 +148,49 @@ def test_torch_compile_runs_after_transfer():
     )
 
 
+def test_torch_compile_on_npu_tensors():
+    """dynamo captures graphs of npu tensors (dynamic shapes, recompiles, mode="reduce-overhead",
+    a flash_attn call as a graph break) and they give eager's results; CPU graphs still
+    compile with inductor. A disabled autocast region works on the npu."""
+    run(
+        """
+        import flash_attn
+        from torch._dynamo.device_interface import get_interface_for_device
+        from torch._dynamo.utils import counters
+
+        def decode(logits, threshold):
+            conf, index = logits.softmax(-1).max(-1)
+            return torch.where(conf > threshold, index, -1), conf
+
+        f = torch.compile(decode, dynamic=True)
+        for n in (5, 9):
+            x = torch.randn(2, n, 16, device="cuda")
+            got, want = f(x, 0.2), decode(x, 0.2)
+            assert got[0].device == torch.device("npu", 0)
+            assert all(torch.equal(a.cpu(), b.cpu()) for a, b in zip(got, want))
+        assert counters["stats"]["unique_graphs"] >= 1
+        assert get_interface_for_device("npu").device_count() == 1
+
+        lin = torch.nn.Linear(16, 16).cuda()
+        def attend(q):
+            h = lin(q).view(1, -1, 2, 8)
+            return flash_attn.flash_attn_func(h, h, h).sum(-1) + 1
+        g = torch.compile(attend, mode="reduce-overhead", dynamic=True)
+        for n in (4, 7):
+            q = torch.randn(n, 16, device="cuda")
+            torch.testing.assert_close(g(q).cpu(), attend(q).cpu())
+
+        c = torch.compile(lambda x: x.cos() + 1)
+        torch.testing.assert_close(c(torch.ones(3)), torch.ones(3).cos() + 1)
+
+        with torch.autocast("cuda", enabled=False):
+            y = torch.ones(2, 2, device="cuda") @ torch.ones(2, 2, device="cuda")
+        assert y.dtype == torch.float32 and not torch.npu.is_autocast_enabled()
+        assert torch.bfloat16 in torch.npu.get_amp_supported_dtype()
+        """
+    )
+
+
 def test_jit_script_is_disabled_and_distributed_uses_hccl():
     run(
         """

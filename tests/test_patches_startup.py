@@ -210,6 +210,9 @@ print(json.dumps({
     "flash_attn": origin("flash_attn"),
     "bert_padding": origin("flash_attn.bert_padding"),
     "torch_memory_saver": origin("torch_memory_saver"),
+    "caching_allocator": (lambda f: f() if f else None)(
+        getattr(torch._C, "_cuda_cudaCachingAllocator_is_enabled", None)
+    ),
 }))
 """
 
@@ -218,6 +221,7 @@ def test_active_on_the_emulated_npu():
     """The default set: imports and backends are rewritten, torch.cuda is left alone."""
     state = run_json(PROBE, NPU_PLATFORM_EMULATE="1")
     assert state["cuda_available"] is False and state["cuda_devices"] == 0
+    assert state["caching_allocator"] is None
     assert state["transfer_to_npu"] is False and state["jit_script"] is True
     assert state["dist_patched"] is True
     assert state["flash_attn"] == "npu_platform.patches.flash_attn"
@@ -230,6 +234,9 @@ def test_cuda_patch_on_the_emulated_npu_is_transfer_to_npu():
     process-wide side effects; the other patches act as in the default set."""
     state = run_json(PROBE, NPU_PLATFORM_EMULATE="1", NPU_PLATFORM_PATCH_ONLY=CUDA_PROGRAM_PATCHES)
     assert state["cuda_available"] is True and state["cuda_devices"] == 1
+    # inductor's CUDA-graph check (mode="reduce-overhead") asks this binding once
+    # torch.cuda.is_available(); a torch without CUDA lacks it, the patch answers for the NPU.
+    assert state["caching_allocator"] is True
     assert state["transfer_to_npu"] is True and state["jit_script"] is False
     assert state["dist_patched"] is True
     assert state["flash_attn"] == "npu_platform.patches.flash_attn"

@@ -74,6 +74,11 @@ __all__ = [
     "get_stream_limit",
     "ipc_collect",
     "host_empty_cache",
+    "get_amp_supported_dtype",
+    "is_autocast_enabled",
+    "set_autocast_enabled",
+    "get_autocast_dtype",
+    "set_autocast_dtype",
 ]
 
 import os
@@ -90,6 +95,13 @@ from torch_npu import _emulated
 
 from . import npu_config
 from ._backends import get_soc_version  # noqa: F401
+from .autocast_utils import (
+    get_amp_supported_dtype,
+    get_autocast_dtype,
+    is_autocast_enabled,
+    set_autocast_dtype,
+    set_autocast_enabled,
+)
 from .graphs import NPUGraph, graph, graph_pool_handle, is_current_stream_capturing
 from .npu_config import (
     get_mm_bmm_format_nd,
