@@ -84,6 +84,10 @@ class NPUBackend:
     def graph(self, npu_graph: Any, **kwargs: Any) -> Any:
         return self._npu.graph(npu_graph, **kwargs)
 
+    def graph_class(self) -> Any:
+        """``torch.npu.NPUGraph``, or None where this torch_npu has no graph capture."""
+        return getattr(self._npu, "NPUGraph", None)
+
     def hccl_process_group_class(self) -> Any:
         from torch_npu._C._distributed_c10d import ProcessGroupHCCL
 

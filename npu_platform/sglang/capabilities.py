@@ -57,10 +57,9 @@ def triton_backend() -> tuple[bool, str]:
 
 def graph_support() -> tuple[bool, str]:
     """(NPU graph capture as sglang's NPU graph runner uses it is available, why)."""
-    import torch
+    from npu_platform import device
 
-    npu = getattr(torch, "npu", None)
-    graph_cls = getattr(npu, "NPUGraph", None)
+    graph_cls = device.backend().graph_class()
     if graph_cls is None:
         return False, "torch.npu has no NPUGraph (torch_npu without graph capture)"
     if not hasattr(graph_cls, "update"):
