@@ -876,10 +876,9 @@ class MemoryManager:
     def _drop_backup(self, alloc: Allocation) -> None:
         """Detach the backup from ``alloc``; free it now, or when its last view dies."""
         backup = alloc.backup
+        assert backup is not None, "callers drop only a backup that exists"
         alloc.backup = None
         alloc.backup_valid = False
-        if backup is None:
-            return
         with backup._lock:
             backup.orphaned = True
             free_now = backup.leases == 0

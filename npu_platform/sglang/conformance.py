@@ -120,7 +120,7 @@ def _round_trip(adapter: object) -> str:
     tensor.fill_(7)
     ptr = tensor.data_ptr()
     adapter.pause(tag)  # type: ignore[attr-defined]
-    paused = saver.manager.stats()[tag]["paused_bytes"]
+    paused = saver.manager.stats().get(tag, {}).get("paused_bytes", 0)
     adapter.resume(tag)  # type: ignore[attr-defined]
     intact = bool((tensor == 7).all()) and tensor.data_ptr() == ptr
     del tensor

@@ -127,7 +127,8 @@ def _is_int(value: object) -> bool:
 
 
 def _is_numpy_bool(value: object) -> bool:
-    return type(value).__name__ == "bool_" and type(value).__module__ == "numpy"
+    # numpy < 2 names the type ``bool_``, numpy >= 2 ``bool``.
+    return type(value).__name__ in ("bool_", "bool") and type(value).__module__ == "numpy"
 
 
 def _is_bool(value: object) -> bool:

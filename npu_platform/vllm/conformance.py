@@ -344,6 +344,25 @@ def check_attention_backend() -> Result:
         return _failure(name, exc)
 
 
+def _in_tree_op(op_registry: dict[str, type], name: str) -> type | None:
+    """vLLM's class named ``name`` among its registered custom ops and their subclasses.
+
+    vLLM swaps in an out-of-tree op by the *class name* of the op being built, while its
+    registry is keyed by registration names (``rms_norm``), and some ops (``RotaryEmbedding``)
+    are subclasses of the registered class (``RotaryEmbeddingBase``)."""
+    seen: set[type] = set()
+    pending = list(op_registry.values())
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if cls.__name__ == name and cls.__module__.startswith("vllm."):
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
+
+
 def check_custom_ops() -> Result:
     """vLLM's out-of-tree custom-op registry maps the in-tree ops to ours."""
     name = "vllm custom ops registered"
@@ -363,8 +382,10 @@ def check_custom_ops() -> Result:
             if ours is None or registered is not ours:
                 problems.append(f"{op} -> {registered!r}")
                 continue
-            in_tree = op_registry.get(op)
-            if in_tree is not None and not issubclass(ours, in_tree):
+            in_tree = _in_tree_op(op_registry, op)
+            if in_tree is None:
+                problems.append(f"vLLM has no custom op class {op} (ours would never be used)")
+            elif not issubclass(ours, in_tree):
                 problems.append(f"{_class_path(ours)} does not subclass {_class_path(in_tree)}")
             if "forward_oot" not in vars(ours):
                 problems.append(f"{_class_path(ours)} does not define forward_oot")
