@@ -10,7 +10,8 @@ Like vLLM's own XPU and CPU workers this is a thin subclass of
   sleep mode is on and a no-op otherwise;
 * sleep and wake-up do what vLLM's GPU worker does (level-2 buffers of the model,
   ``sleep_preserve_parameter_names``, the device communicators' suspend hook under
-  ``enable_nccl_comm_suspend``; draft models do not exist here, as the platform refuses
+  ``enable_nccl_comm_suspend``, and on vLLM 0.33 a KV connector's unregister/restore hooks
+  around the KV cache's sleep; draft models do not exist here, as the platform refuses
   speculative decoding), with the facade for synchronisation and memory info
   and our sleep-mode backend (``--sleep-mode-backend npu``, chosen automatically) for the
   memory itself.
@@ -24,6 +25,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import torch
+from vllm.distributed.kv_transfer import get_kv_transfer_group, has_kv_transfer_group
 from vllm.distributed.parallel_state import resume_device_comms, suspend_device_comms
 from vllm.platforms import current_platform
 from vllm.utils.torch_utils import set_random_seed
@@ -42,6 +44,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger("vllm.npu_platform")
 
 _GIB = 1 << 30
+
+
+def _kv_connector_hook(name: str) -> None:
+    """Call the KV connector's ``name`` hook, when a connector is configured and has it.
+
+    vLLM 0.33's GPU worker has the connector drop its KV-cache registrations before the
+    memory sleeps (``unregister_kv_caches``) and redo them once the KV cache is back
+    (``restore_kv_caches``); vLLM 0.32's connectors have neither hook.
+    """
+    if has_kv_transfer_group():
+        hook = getattr(get_kv_transfer_group(), name, None)
+        if hook is not None:
+            hook()
 
 
 class NPUWorker(Worker):
@@ -181,6 +196,7 @@ class NPUWorker(Worker):
             self._sleep_saved_buffers = {
                 name: buffer.cpu().clone() for name, buffer in model.named_buffers()
             }
+        _kv_connector_hook("unregister_kv_caches")
         self.sleep_mode_backend.suspend(level)
         if self.vllm_config.model_config.enable_nccl_comm_suspend:
             # The device communicators' suspend hook (a no-op for HCCL groups, whose memory
@@ -197,6 +213,8 @@ class NPUWorker(Worker):
 
     def wake_up(self, tags: list[str] | None = None) -> None:
         self.sleep_mode_backend.resume(tags)
+        if tags is None or "kv_cache" in tags:
+            _kv_connector_hook("restore_kv_caches")
         if self.vllm_config.model_config.enable_nccl_comm_suspend:
             resume_device_comms()
         wake_weights = tags is None or "weights" in tags
