@@ -21,7 +21,7 @@ __all__ = ["SUPPORTED", "Support", "installed_version", "parse", "support"]
 
 #: Framework versions npu-platform supports (PEP 440 specifiers): the tested releases.
 #: Pre-releases and local builds inside a range count as supported.
-SUPPORTED: dict[str, str] = {"vllm": ">=0.32.0,<0.33", "sglang": ">=0.5.23,<0.6"}
+SUPPORTED: dict[str, str] = {"vllm": ">=0.32.0,<0.34", "sglang": ">=0.5.23,<0.6"}
 
 
 def installed_version(distribution: str) -> str | None:
@@ -72,7 +72,7 @@ class Support:
 
     @property
     def requirement(self) -> str:
-        """``name`` and its range as pip takes them, e.g. ``vllm>=0.32.0,<0.33``."""
+        """``name`` and its range as pip takes them, e.g. ``vllm>=0.32.0,<0.34``."""
         return f"{self.name}{self.spec}"
 
 

@@ -236,7 +236,7 @@ def test_torch_pair_levels(torch_version: str | None, npu_version: str | None, l
     [
         ("vllm", "0.20.0", "error"),
         ("vllm", "0.34.0", "error"),
-        ("vllm", "0.33.0", "error"),  # not tested yet: outside the range
+        ("vllm", "0.33.0", "ok"),
         ("vllm", "0.32.3", "ok"),
         ("sglang", "0.4.9", "error"),
         ("sglang", "0.6.0", "error"),
@@ -272,7 +272,7 @@ def test_framework_pre_release_and_local_builds_inside_range() -> None:
     assert doctor.check_framework("vllm", "0.32.1rc1").level == "ok"
     assert doctor.check_framework("vllm", "0.32.1.dev3+g1234abc").level == "ok"
     assert doctor.check_framework("vllm", "0.32.0+cpu").level == "ok"
-    assert doctor.check_framework("vllm", "0.33.0rc1").level == "error"
+    assert doctor.check_framework("vllm", "0.33.0rc1").level == "ok"
     assert doctor.check_framework("vllm", "0.34.0rc1").level == "error"
 
 

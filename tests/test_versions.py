@@ -75,11 +75,13 @@ def old_vllm(tmp_path: Path) -> Path:
 
 
 def test_ranges_say_what_is_tested() -> None:
-    # Only vLLM 0.32.0 is tested: 0.33 is outside until it has been tested too.
-    assert versions.SUPPORTED["vllm"] == ">=0.32.0,<0.33"
+    # vLLM 0.32.0 and 0.33.0 are tested (scripts/test.sh runs both lines); 0.34 is outside
+    # until it has been tested too.
+    assert versions.SUPPORTED["vllm"] == ">=0.32.0,<0.34"
     assert versions.SUPPORTED["sglang"] == ">=0.5.23,<0.6"
     assert versions.support("vllm", "0.32.0").supported is True
-    assert versions.support("vllm", "0.33.0").supported is False
+    assert versions.support("vllm", "0.33.0").supported is True
+    assert versions.support("vllm", "0.34.0").supported is False
 
 
 @pytest.mark.parametrize(
@@ -92,8 +94,11 @@ def test_ranges_say_what_is_tested() -> None:
         ("0.32.0+cpu", True),
         ("0.31.9", False),
         ("0.32.0rc1", False),  # a pre-release of 0.32.0 comes before it
-        ("0.33.0rc1", False),
-        ("0.33.0", False),
+        ("0.33.0rc1", True),
+        ("0.33.0", True),
+        ("0.33.2", True),
+        ("0.34.0rc1", False),  # `<0.34` leaves out 0.34's pre-releases too
+        ("0.34.0", False),
         ("0.10.2", False),
         ("not-a-version", None),
     ],
@@ -101,7 +106,7 @@ def test_ranges_say_what_is_tested() -> None:
 def test_support(version: str, supported: bool | None) -> None:
     status = versions.support("vllm", version)
     assert (status.installed, status.supported) == (version, supported)
-    assert status.requirement == "vllm>=0.32.0,<0.33"
+    assert status.requirement == "vllm>=0.32.0,<0.34"
 
 
 def test_support_of_installed_distributions() -> None:
@@ -143,8 +148,8 @@ def test_unsupported_vllm_leaves_the_plugin_inactive_with_one_warning(
     name, _, message = warnings[0]
     assert name == "vllm.npu_platform"
     assert "vLLM 0.10.2" in message
-    assert "vllm>=0.32.0,<0.33" in message
-    assert "pip install 'vllm>=0.32.0,<0.33'" in message
+    assert "vllm>=0.32.0,<0.34" in message
+    assert "pip install 'vllm>=0.32.0,<0.34'" in message
     # register() registered nothing: no module of the vLLM integration was loaded
     assert result["npu_vllm_modules"] == []
     assert result["vllm_imported"] is False

@@ -252,19 +252,29 @@ class PoolRoute:
             except NotSupported:
                 raise
             except Exception as exc:
-                raise NotSupported(
-                    f"torch_memory_saver.region() on {self.kind.upper()} needs an allocator "
-                    "route through torch's pluggable allocator, and setting it up failed: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+                raise self._unsupported(exc) from exc
         return self._allocator
+
+    def _unsupported(self, exc: Exception) -> NotSupported:
+        return NotSupported(
+            f"torch_memory_saver.region() on {self.kind.upper()} needs an allocator route "
+            "through torch's pluggable allocator and memory pools, and setting it up failed: "
+            f"{type(exc).__name__}: {exc}"
+        )
 
     def pool(self, key: PoolKey) -> Any:
         """The pool of ``key`` (created on first use)."""
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = self._new_pool(self._setup())
+                allocator = self._setup()
+                try:
+                    pool = self._new_pool(allocator)
+                except Exception as exc:
+                    # e.g. a CUDA build of torch on a machine without a driver: the allocator
+                    # loads, the pool raises "Found no NVIDIA driver".
+                    raise self._unsupported(exc) from exc
+                self._pools[key] = pool
             return pool
 
     @contextlib.contextmanager
