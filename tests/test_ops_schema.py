@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,13 +16,12 @@ def reg() -> schema.SchemaRegistry:
     return schema.registry()
 
 
-def test_loading_the_real_yaml_is_fast_and_dedupes() -> None:
+def test_loading_the_real_yaml_dedupes() -> None:
+    # No time limit here: a wall-clock bound fails on a busy CI machine and proves nothing
+    # about the code (speed belongs to bench/).
     path = torch_npu_data.find(torch_npu_data.OP_SCHEMA_YAML)
-    start = time.perf_counter()
     fresh = schema.load_registry(path)
     fresh.get("npu_fused_infer_attention_score")
-    elapsed = time.perf_counter() - start
-    assert elapsed < 0.5, f"loading the schema took {elapsed:.2f} s"
     # npu_rms_norm appears in more than one section of the YAML; one schema is kept
     with open(path, encoding="utf-8") as f:
         text = f.read()
