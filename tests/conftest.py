@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -52,3 +53,26 @@ def emulated(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("NPU_PLATFORM_EMULATE_DEVICES", raising=False)
     detect(refresh=True)
     device.reset_backend()
+
+
+class _LogRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append((record.levelname, record.getMessage()))
+
+
+@pytest.fixture
+def vllm_plugin_log():
+    """(level, message) of what the vLLM integration logs on ``vllm.npu_platform`` (vLLM's
+    logger tree, which need not propagate to the root logger)."""
+    logger = logging.getLogger("vllm.npu_platform")
+    handler = _LogRecords()
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield handler.messages
+    logger.setLevel(level)
+    logger.removeHandler(handler)

@@ -7,7 +7,6 @@ configuration it imposes on a real ``VllmConfig`` and the stateless process grou
 from __future__ import annotations
 
 import datetime
-import logging
 import os
 
 import pytest
@@ -17,28 +16,6 @@ from npu_platform import device
 from npu_platform.vllm.platform import ATTENTION_BACKEND_PATH, DEFAULT_BLOCK_SIZE, NPUPlatform
 
 MIB = 1 << 20
-
-
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[tuple[str, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append((record.levelname, record.getMessage()))
-
-
-@pytest.fixture
-def platform_log():
-    """What the platform logs (through vLLM's logger tree, which need not propagate)."""
-    logger = logging.getLogger("vllm.npu_platform")
-    handler = _Records()
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield handler.messages
-    logger.setLevel(level)
-    logger.removeHandler(handler)
 
 
 @pytest.fixture
@@ -155,11 +132,11 @@ def _selector(head_size: int = 128, block_size: int = 128):
     )
 
 
-def test_attention_backend_selection_and_refusals(emulated, platform_log):
+def test_attention_backend_selection_and_refusals(emulated, vllm_plugin_log):
     from vllm.v1.attention.backends.registry import AttentionBackendEnum
 
     assert NPUPlatform.get_attn_backend_cls(None, _selector()) == ATTENTION_BACKEND_PATH
-    assert ("INFO", "Using the NPU_ATTN attention backend.") in platform_log
+    assert ("INFO", "Using the NPU_ATTN attention backend.") in vllm_plugin_log
 
     with pytest.raises(ValueError) as info:
         NPUPlatform.get_attn_backend_cls(AttentionBackendEnum.FLASH_ATTN, _selector())
@@ -194,7 +171,7 @@ def worker_env(monkeypatch):
     return monkeypatch
 
 
-def test_config_is_made_eager_with_npu_defaults(unspecified_platform, worker_env, platform_log):
+def test_config_is_made_eager_with_npu_defaults(unspecified_platform, worker_env, vllm_plugin_log):
     from vllm.config import CompilationMode, CUDAGraphMode
 
     config = _config()
@@ -218,7 +195,7 @@ def test_config_is_made_eager_with_npu_defaults(unspecified_platform, worker_env
     assert config.scheduler_config.async_scheduling is False
     assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
     assert os.environ["VLLM_USE_V2_MODEL_RUNNER"] == "0"
-    warnings = [message for level, message in platform_log if level == "WARNING"]
+    warnings = [message for level, message in vllm_plugin_log if level == "WARNING"]
     assert "Dual-batch overlap is not supported on the NPU; disabled." in warnings
     assert any(
         "torch.compile is not used on the NPU platform; running eagerly" in w for w in warnings
@@ -264,10 +241,10 @@ def test_compilation_default_is_none(unspecified_platform):
     assert config.compilation_config.mode == CompilationMode.VLLM_COMPILE, "only a default"
 
 
-def test_environment_check_warns_about_unknown_npu_platform_variables(monkeypatch, platform_log):
+def test_environment_check_warns_about_unknown_npu_platform_variables(monkeypatch, vllm_plugin_log):
     monkeypatch.setenv("NPU_PLATFORM_EMULATE_DEVICE", "2")
     NPUPlatform.validate_environ(False)
-    warnings = [message for level, message in platform_log if level == "WARNING"]
+    warnings = [message for level, message in vllm_plugin_log if level == "WARNING"]
     assert any(
         w.startswith("NPU_PLATFORM_EMULATE_DEVICE is not a variable npu-platform knows")
         and "Did you mean NPU_PLATFORM_EMULATE_DEVICES?" in w

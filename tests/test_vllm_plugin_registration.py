@@ -8,7 +8,6 @@ vLLM's registries are restored after each test.
 
 from __future__ import annotations
 
-import logging
 import sys
 import threading
 import time
@@ -39,28 +38,7 @@ def fresh(monkeypatch):
     op_registry_oot.update(saved)
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.messages: list[tuple[str, str]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append((record.levelname, record.getMessage()))
-
-
-@pytest.fixture
-def plugin_log():
-    logger = logging.getLogger("vllm.npu_platform")
-    handler = _Records()
-    logger.addHandler(handler)
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    yield handler.messages
-    logger.setLevel(level)
-    logger.removeHandler(handler)
-
-
-def test_nothing_is_registered_when_another_platform_won(fresh, plugin_log):
+def test_nothing_is_registered_when_another_platform_won(fresh, vllm_plugin_log):
     import vllm.platforms
     from vllm.model_executor.custom_op import op_registry_oot
     from vllm.platforms.interface import UnspecifiedPlatform
@@ -73,7 +51,7 @@ def test_nothing_is_registered_when_another_platform_won(fresh, plugin_log):
     assert (
         "DEBUG",
         "npu-platform: vLLM's platform is not ours; registering nothing",
-    ) in plugin_log
+    ) in vllm_plugin_log
     # Decided once: a later call (even with our platform current) does not register.
     fresh.setattr(vllm.platforms, "_current_platform", NPUPlatform())
     assert plugin.register_all() is False
@@ -97,7 +75,7 @@ def test_a_caller_waiting_on_the_first_one_registers_nothing(fresh):
     assert plugin.registered == []
 
 
-def test_custom_ops_replaced_by_another_plugin_are_left_alone(fresh, plugin_log):
+def test_custom_ops_replaced_by_another_plugin_are_left_alone(fresh, vllm_plugin_log):
     from vllm.model_executor.custom_op import op_registry_oot
     from vllm.model_executor.layers.activation import SiluAndMul
 
@@ -118,7 +96,7 @@ def test_custom_ops_replaced_by_another_plugin_are_left_alone(fresh, plugin_log)
     assert (
         "WARNING",
         f"npu-platform: custom op SiluAndMul is already replaced by {where}; leaving it.",
-    ) in plugin_log
+    ) in vllm_plugin_log
 
 
 def test_sleep_backend_registered_once_and_skipped_on_older_vllm(fresh):
