@@ -1,7 +1,7 @@
 """NPUWorker methods on the emulated NPU, each run on a stand-in ``self`` that holds only
-what the method reads (as tests/test_vllm_worker_kv_connector.py does): sleep levels,
-level-2 sleep restoring preserved parameters and buffers, the KV-cache budget refusal, and
-the device index of a data-parallel rank. vLLM's own Worker helpers are used unchanged."""
+what the method reads: sleep levels, level-2 sleep restoring preserved parameters and
+buffers, a KV connector's hooks around sleep, the KV-cache budget refusal, and the device
+index of a data-parallel rank. vLLM's own Worker helpers are used unchanged."""
 
 from __future__ import annotations
 
@@ -136,3 +136,70 @@ def test_data_parallel_rank_offsets_the_local_device(worker_cls) -> None:
     assert worker_cls._local_device_index(ns) == (
         current_platform.logical_device_id_to_visible_device_id(1)
     )
+
+
+# -- a KV connector's hooks around sleep ------------------------------------------------------
+# vLLM 0.33 added ``unregister_kv_caches`` / ``restore_kv_caches`` to the KV connector base
+# class; its GPU worker calls the first before the memory sleeps and the second once the KV
+# cache is awake again (a full wake-up, or one that names ``kv_cache``). vLLM 0.32's
+# connectors lack both hooks, and the worker must then work as before. The connector is a
+# subclass of vLLM's own base class with only the recording added, set as vLLM's
+# process-wide KV transfer group (where ``ensure_kv_transfer_initialized`` puts the
+# configured one).
+
+
+@pytest.fixture
+def connector_worker(worker_cls, monkeypatch):
+    """(stand-in worker, the calls of its sleep backend and KV connector, base has hooks)."""
+    from vllm.distributed.kv_transfer import kv_transfer_state
+    from vllm.distributed.kv_transfer.kv_connector.v1.base import KVConnectorBase_V1
+
+    ns = _stand_in(worker_cls, _Model(), [])
+    calls = ns.sleep_mode_backend.calls
+    base_has_hooks = hasattr(KVConnectorBase_V1, "unregister_kv_caches")
+
+    class Recording(KVConnectorBase_V1):
+        def __init__(self) -> None:  # the base needs a VllmConfig; these hooks do not
+            pass
+
+    # The transfer methods the base declares abstract are not called around sleep.
+    Recording.__abstractmethods__ = frozenset()
+    if base_has_hooks:
+        Recording.unregister_kv_caches = lambda self: calls.append("unregister_kv_caches")
+        Recording.restore_kv_caches = lambda self: calls.append("restore_kv_caches")
+
+    monkeypatch.setattr(kv_transfer_state, "_KV_CONNECTOR_AGENT", Recording())
+    return ns, calls, base_has_hooks
+
+
+def test_sleep_unregisters_before_suspending_and_full_wake_restores(
+    worker_cls, connector_worker
+) -> None:
+    ns, calls, base_has_hooks = connector_worker
+    worker_cls.sleep(ns, 1)
+    worker_cls.wake_up(ns, None)
+    if base_has_hooks:
+        assert calls == ["unregister_kv_caches", "suspend(1)", "resume(None)", "restore_kv_caches"]
+    else:  # vLLM 0.32: no hooks to call, sleep works as before
+        assert calls == ["suspend(1)", "resume(None)"]
+
+
+def test_restore_waits_for_the_kv_cache_to_wake(worker_cls, connector_worker) -> None:
+    ns, calls, base_has_hooks = connector_worker
+    worker_cls.sleep(ns, 1)
+    worker_cls.wake_up(ns, ["weights"])
+    assert "restore_kv_caches" not in calls
+    worker_cls.wake_up(ns, ["kv_cache"])
+    if base_has_hooks:
+        assert calls[-2:] == ["resume(['kv_cache'])", "restore_kv_caches"]
+    else:
+        assert calls[-1] == "resume(['kv_cache'])"
+
+
+def test_no_connector_means_no_hook(worker_cls) -> None:
+    from vllm.distributed.kv_transfer import has_kv_transfer_group
+
+    from npu_platform.vllm.worker import _kv_connector_hook
+
+    assert not has_kv_transfer_group()
+    _kv_connector_hook("unregister_kv_caches")  # nothing configured: nothing to call
