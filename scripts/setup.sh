@@ -69,11 +69,11 @@ if [ "$CONSTRAINTS" = constraints-vllm033.txt ]; then
   # has only CUDA builds (they run on a machine without a GPU). No sglang here: sglang 0.5.23
   # asks for torch 2.14.1. torchvision/torchaudio are CUDA builds matching that torch.
   echo "setup.sh: installing torch 2.14, vLLM 0.33 and test tools (pinned by $CONSTRAINTS)"
-  pip_q install -q -c "$CONSTRAINTS" torch==2.14.0 vllm==0.33.0 pytest hypothesis psutil coverage
+  pip_q install -q -c "$CONSTRAINTS" torch==2.14.0 vllm==0.33.0 pytest pytest-xdist hypothesis psutil coverage
   IMPORTS="npu_platform, vllm, torch"
 else
   echo "setup.sh: installing torch, vLLM and test tools (pinned by constraints.txt)"
-  pip_q install -q -c constraints.txt torch==2.13.0 vllm==0.32.0 pytest hypothesis ruff psutil coverage
+  pip_q install -q -c constraints.txt torch==2.13.0 vllm==0.32.0 pytest pytest-xdist hypothesis ruff psutil coverage
 
   # sglang pins a CUDA torch and CUDA-only packages; take it without them, plus the packages
   # that `import sglang`, its Engine (gguf, torchvision through sglang.srt.configs) and its HTTP
@@ -108,7 +108,12 @@ echo "setup.sh: unpacking torch-npu $TORCH_NPU_VERSION data files"
 mkdir -p "$CACHE/wheels"
 whl=$(ls "$CACHE"/wheels/torch_npu-"$TORCH_NPU_VERSION"-*.whl 2>/dev/null | head -n1 || true)
 if [ -z "$whl" ]; then
-  pip_q download -q --no-deps -d "$CACHE/wheels" "torch-npu==$TORCH_NPU_VERSION"
+  # Into a folder of this run's own, then renamed into place: scripts/test.sh builds both
+  # environments at once, and neither may see the other's half-written file.
+  part=$(mktemp -d "$CACHE/wheels/.download.XXXXXX")
+  pip_q download -q --no-deps -d "$part" "torch-npu==$TORCH_NPU_VERSION"
+  for f in "$part"/torch_npu-*.whl; do mv -f "$f" "$CACHE/wheels/"; done
+  rmdir "$part"
   whl=$(ls "$CACHE"/wheels/torch_npu-"$TORCH_NPU_VERSION"-*.whl | head -n1)
 fi
 "$VENV/bin/python" - "$whl" "$VENV/share/npu_platform" <<'PYUNPACK'
@@ -137,7 +142,11 @@ print(f"setup.sh: {len(members)} torch_npu data files in {dest}/torch_npu")
 PYUNPACK
 
 echo "setup.sh: installing npu-platform (editable)"
+# One editable build at a time: it compiles into this checkout (build/, the C shim).
+exec 9>"$CACHE/.editable-install.lock"
+flock 9
 pip_q install -q -c "$CONSTRAINTS" --no-deps -e .
+flock -u 9
 # Check from outside the checkout, so the import goes through the installed package.
 (cd / && "$VENV/bin/python" -c "import $IMPORTS; print('setup.sh: ok, torch', torch.__version__, 'vLLM', vllm.__version__)")
 echo "$want" > "$STAMP_FILE"

@@ -19,7 +19,19 @@ def _real_npu_present() -> bool:
         return False
 
 
+def _slow_modules_first(items: list[pytest.Item]) -> None:
+    """Put the modules that hold ``slow`` tests (real vLLM, sglang and dInfer processes)
+    before the rest, keeping the order within each group. scripts/test.sh runs the suite on
+    two pytest-xdist workers, one module per worker at a time, in this order
+    (``--no-loadscope-reorder``): the long modules start first and the short ones fill in
+    around them, instead of one long module starting last and running alone on a half-idle
+    machine."""
+    slow = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in slow)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _slow_modules_first(items)
     if not any(item.get_closest_marker("npu") for item in items):
         return
     if _real_npu_present():

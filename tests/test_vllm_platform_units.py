@@ -165,7 +165,11 @@ def _config():
 @pytest.fixture
 def worker_env(monkeypatch):
     """The variables check_and_update_config sets, unset now and restored afterwards."""
-    for name in ("VLLM_WORKER_MULTIPROC_METHOD", "VLLM_USE_V2_MODEL_RUNNER"):
+    for name in (
+        "VLLM_WORKER_MULTIPROC_METHOD",
+        "VLLM_USE_V2_MODEL_RUNNER",
+        "HUMMING_DISABLE_PARALLEL_BUILD",
+    ):
         monkeypatch.setenv(name, "placeholder")
         monkeypatch.delenv(name)
     return monkeypatch
@@ -195,6 +199,7 @@ def test_config_is_made_eager_with_npu_defaults(unspecified_platform, worker_env
     assert config.scheduler_config.async_scheduling is False
     assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
     assert os.environ["VLLM_USE_V2_MODEL_RUNNER"] == "0"
+    assert os.environ["HUMMING_DISABLE_PARALLEL_BUILD"] == "1"
     warnings = [message for level, message in vllm_plugin_log if level == "WARNING"]
     assert "Dual-batch overlap is not supported on the NPU; disabled." in warnings
     assert any(
@@ -209,6 +214,7 @@ def test_config_keeps_user_choices_it_can_run(unspecified_platform, worker_env):
     config.cache_config.user_specified_block_size = True
     worker_env.setenv("VLLM_WORKER_MULTIPROC_METHOD", "fork")
     worker_env.setenv("VLLM_USE_V2_MODEL_RUNNER", "1")
+    worker_env.setenv("HUMMING_DISABLE_PARALLEL_BUILD", "0")
 
     NPUPlatform.check_and_update_config(config)
 
@@ -216,6 +222,7 @@ def test_config_keeps_user_choices_it_can_run(unspecified_platform, worker_env):
     assert config.cache_config.block_size == 256
     assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"
     assert os.environ["VLLM_USE_V2_MODEL_RUNNER"] == "1"
+    assert os.environ["HUMMING_DISABLE_PARALLEL_BUILD"] == "0"
 
 
 def test_config_refuses_a_block_size_the_kernel_rejects(unspecified_platform, worker_env):

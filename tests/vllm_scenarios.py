@@ -188,6 +188,15 @@ def _oot_ops(worker) -> list[str]:
     return sorted(op_registry_oot)
 
 
+def _humming(worker) -> dict:
+    """(collective_rpc) Whether vLLM imported humming in the worker's process, and whether
+    that import was told not to start its CUDA prebuild processes."""
+    return {
+        "imported": "humming" in sys.modules,
+        "parallel_build": os.environ.get("HUMMING_DISABLE_PARALLEL_BUILD"),
+    }
+
+
 def generate(args: argparse.Namespace) -> dict:
     _select_npu(args)
     import tiny_models
@@ -271,6 +280,7 @@ def generate(args: argparse.Namespace) -> dict:
         result["trace"] = llm.collective_rpc(_trace_switch, args=(False,))[0]
         result["trace_new_tokens"] = len(traced[0])
         result["oot_ops"] = llm.collective_rpc(_oot_ops)[0]
+        result["humming"] = llm.collective_rpc(_humming)[0]
     return result
 
 

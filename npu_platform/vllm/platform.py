@@ -367,6 +367,12 @@ class NPUPlatform(Platform):
         # The V2 model runner needs Triton kernels; ours derives from the V1 runner.
         os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0")
 
+        # vLLM's engine imports humming (CUDA kernels for quantized linear layers), whose
+        # import starts two background Python processes that prebuild its nvrtc compiler and
+        # CUDA launcher. Neither can be built without CUDA, so on the NPU they only spend a
+        # core for several seconds per engine and worker process. An explicit choice is kept.
+        os.environ.setdefault("HUMMING_DISABLE_PARALLEL_BUILD", "1")
+
     @classmethod
     def validate_environ(cls, hard_fail: bool) -> None:
         # Our own variables are NPU_PLATFORM_* (never VLLM_*), so vLLM's check of unknown
